@@ -1,0 +1,124 @@
+//! Floating-point dtype conversion, streamed: a writer that converts elements as they pass.
+
+use crate::dtype::DType;
+use half::{bf16, f16};
+use std::io::Write;
+
+/// Whether a tensor of `from` becomes `to` under a `--dtype to` request: only floating-point
+/// tensors are cast; integers and bools keep their type.
+pub fn cast_target(from: DType, to: Option<DType>) -> DType {
+    match to {
+        Some(t) if from.is_float() && t.is_float() => t,
+        _ => from,
+    }
+}
+
+fn read(d: DType, b: &[u8]) -> f64 {
+    match d {
+        DType::F16 => f16::from_le_bytes([b[0], b[1]]).to_f64(),
+        DType::BF16 => bf16::from_le_bytes([b[0], b[1]]).to_f64(),
+        DType::F32 => f32::from_le_bytes(b.try_into().unwrap()) as f64,
+        DType::F64 => f64::from_le_bytes(b.try_into().unwrap()),
+        _ => unreachable!("only float dtypes are cast"),
+    }
+}
+
+/// Converts one element, rounding to nearest even as torch's `.to()` does. Like torch, f64 goes
+/// to f16/bf16 through f32 (two roundings; checked against torch 2.15).
+fn convert(from: DType, to: DType, src: &[u8], dst: &mut Vec<u8>) {
+    let v = read(from, src);
+    match to {
+        DType::F16 => dst.extend_from_slice(&f16::from_f32(v as f32).to_le_bytes()),
+        DType::BF16 => dst.extend_from_slice(&bf16::from_f32(v as f32).to_le_bytes()),
+        DType::F32 => dst.extend_from_slice(&(v as f32).to_le_bytes()),
+        DType::F64 => dst.extend_from_slice(&v.to_le_bytes()),
+        _ => unreachable!("only float dtypes are cast"),
+    }
+}
+
+/// Converts a whole buffer of `from` elements.
+pub fn cast_bytes(from: DType, to: DType, src: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(src.len() / from.size() * to.size());
+    for e in src.chunks_exact(from.size()) {
+        convert(from, to, e, &mut out);
+    }
+    out
+}
+
+/// A writer that receives `from` elements and writes `to` elements to `inner`.
+pub struct CastWriter<W: Write> {
+    pub inner: W,
+    from: DType,
+    to: DType,
+    partial: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> CastWriter<W> {
+    pub fn new(inner: W, from: DType, to: DType) -> Self {
+        CastWriter {
+            inner,
+            from,
+            to,
+            partial: Vec::new(),
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl<W: Write> Write for CastWriter<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.from == self.to {
+            return self.inner.write(data);
+        }
+        let es = self.from.size();
+        self.buf.clear();
+        let mut rest = data;
+        if !self.partial.is_empty() {
+            let need = (es - self.partial.len()).min(rest.len());
+            self.partial.extend_from_slice(&rest[..need]);
+            rest = &rest[need..];
+            if self.partial.len() == es {
+                convert(self.from, self.to, &self.partial, &mut self.buf);
+                self.partial.clear();
+            }
+        }
+        let whole = rest.len() / es * es;
+        for e in rest[..whole].chunks_exact(es) {
+            convert(self.from, self.to, e, &mut self.buf);
+        }
+        self.partial.extend_from_slice(&rest[whole..]);
+        self.inner.write_all(&self.buf)?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_to_nearest_even_once() {
+        // 1 + 2^-11 is exactly halfway between two f16 values: ties go to even (1.0).
+        let x = 1.0f32 + 2f32.powi(-11);
+        assert_eq!(cast_bytes(DType::F32, DType::F16, &x.to_le_bytes()), f16::ONE.to_le_bytes());
+        // f64 -> f16 goes through f32 as in torch: 1 + 2^-11 + 2^-40 first becomes the tie
+        // 1 + 2^-11, which then rounds down to 1.0 (torch 2.15 gives 0x3c00 too).
+        let y = 1.0f64 + 2f64.powi(-11) + 2f64.powi(-40);
+        assert_eq!(cast_bytes(DType::F64, DType::F16, &y.to_le_bytes()), f16::ONE.to_le_bytes());
+    }
+
+    #[test]
+    fn writer_handles_elements_split_across_writes() {
+        let vals: Vec<u8> = [1.5f32, -2.25, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut w = CastWriter::new(Vec::new(), DType::F32, DType::BF16);
+        w.write_all(&vals[..5]).unwrap();
+        w.write_all(&vals[5..]).unwrap();
+        assert_eq!(w.inner, cast_bytes(DType::F32, DType::BF16, &vals));
+        assert_eq!(w.inner.len(), 6);
+    }
+}

@@ -1,0 +1,99 @@
+//! `inspect`: what a checkpoint holds, read from headers and pickles only.
+
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::store::{Format, NonTensor, OpenOptions, TensorStore};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorRow {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub bytes: u64,
+    pub contiguous: bool,
+    /// Shard holding the tensor (sharded checkpoints only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileRow {
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InspectReport {
+    pub path: PathBuf,
+    pub format: Format,
+    pub files: Vec<FileRow>,
+    pub index: Option<PathBuf>,
+    /// Where the tensors were taken from (training checkpoints), and why.
+    pub root: Option<String>,
+    pub tensors: Vec<TensorRow>,
+    pub tensor_count: usize,
+    pub tensor_bytes: u64,
+    /// Elements of all tensors.
+    pub parameters: u64,
+    /// Elements per dtype.
+    pub parameters_by_dtype: BTreeMap<String, u64>,
+    pub non_tensors: Vec<NonTensor>,
+    /// Entries beside the tensors' root (`optimizer`, `epoch`, `args`).
+    pub other_entries: Vec<NonTensor>,
+    pub metadata: BTreeMap<String, String>,
+    pub warnings: Vec<String>,
+}
+
+pub fn inspect(path: &Path, opts: &OpenOptions) -> Result<InspectReport> {
+    let store = TensorStore::open_with(path, opts)?;
+    let sharded = store.index_file().is_some();
+    let tensors: Vec<TensorRow> = store
+        .tensors()
+        .iter()
+        .map(|t| TensorRow {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            bytes: t.nbytes(),
+            contiguous: t.is_contiguous(),
+            file: sharded.then(|| {
+                store
+                    .file_of(t)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            }),
+        })
+        .collect();
+    let mut by_dtype: BTreeMap<String, u64> = BTreeMap::new();
+    for t in store.tensors() {
+        *by_dtype.entry(t.dtype.to_string()).or_default() += t.numel();
+    }
+    let root = store.root_choice().describe();
+    Ok(InspectReport {
+        path: path.to_path_buf(),
+        format: store.format(),
+        files: store
+            .files()
+            .enumerate()
+            .map(|(i, p)| FileRow {
+                path: p.to_path_buf(),
+                bytes: store.file_len(i),
+            })
+            .collect(),
+        index: store.index_file().map(Path::to_path_buf),
+        root,
+        tensor_count: tensors.len(),
+        tensor_bytes: store.total_bytes(),
+        parameters: store.tensors().iter().map(|t| t.numel()).sum(),
+        parameters_by_dtype: by_dtype,
+        tensors,
+        non_tensors: store.non_tensors().to_vec(),
+        other_entries: store.skipped().to_vec(),
+        metadata: store.metadata().clone(),
+        warnings: store.warnings(),
+    })
+}

@@ -1,0 +1,142 @@
+//! Sharded checkpoints (`*.index.json` + shard files) and finding the checkpoint in a directory.
+
+use crate::error::{FormatError, Result};
+use crate::store::{OpenOptions, TensorStore};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The Hugging Face index file: which shard holds each tensor.
+#[derive(Debug, Deserialize)]
+pub struct ShardIndex {
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+    pub weight_map: BTreeMap<String, String>,
+}
+
+/// Index names, in order of preference.
+const INDEX_NAMES: [&str; 2] = ["model.safetensors.index.json", "pytorch_model.bin.index.json"];
+const CHECKPOINT_EXTENSIONS: [&str; 6] = ["safetensors", "bin", "pth", "pt", "ckpt", "pkl"];
+
+fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| FormatError::io(dir, e))? {
+        let e = e.map_err(|e| FormatError::io(dir, e))?;
+        if e.path().is_file() {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn file_name(p: &Path) -> &str {
+    p.file_name().and_then(|n| n.to_str()).unwrap_or("")
+}
+
+/// The index json of a sharded checkpoint in `dir`, if there is one.
+pub fn find_index(dir: &Path) -> Result<Option<PathBuf>> {
+    let files = list_dir(dir)?;
+    for name in INDEX_NAMES {
+        if let Some(p) = files.iter().find(|p| file_name(p) == name) {
+            return Ok(Some(p.clone()));
+        }
+    }
+    let others: Vec<&PathBuf> = files.iter().filter(|p| file_name(p).ends_with(".index.json")).collect();
+    match others.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some((*one).clone())),
+        many => {
+            let preferred = many.iter().find(|p| file_name(p).contains("safetensors"));
+            Ok(Some(preferred.unwrap_or(&many[0]).to_path_buf()))
+        }
+    }
+}
+
+/// The one checkpoint file in a directory without an index.
+pub fn single_checkpoint_in(dir: &Path) -> Result<PathBuf> {
+    let files = list_dir(dir)?;
+    let candidates: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| CHECKPOINT_EXTENSIONS.contains(&e))
+        })
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(FormatError::UnknownFormat {
+            path: dir.to_path_buf(),
+            why: format!(
+                "no checkpoint in this directory (looked for {} and for *.{})",
+                INDEX_NAMES.join(", "),
+                CHECKPOINT_EXTENSIONS.join(", *.")
+            ),
+        }),
+        many => {
+            for preferred in ["model.safetensors", "pytorch_model.bin"] {
+                if let Some(p) = many.iter().find(|p| file_name(p) == preferred) {
+                    return Ok((*p).clone());
+                }
+            }
+            let names: Vec<&str> = many.iter().map(|p| file_name(p)).collect();
+            Err(FormatError::Invalid(format!(
+                "{}: several checkpoint files and no index json; name one of: {}",
+                dir.display(),
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// Reads and checks an index json: size-limited, every shard a plain file name in `dir`.
+pub fn read_index(index: &Path) -> Result<ShardIndex> {
+    const MAX_INDEX_BYTES: u64 = 256 << 20;
+    let len = std::fs::metadata(index).map_err(|e| FormatError::io(index, e))?.len();
+    if len > MAX_INDEX_BYTES {
+        return Err(FormatError::corrupt(index, format!("index of {len} bytes is implausibly large")));
+    }
+    let text = std::fs::read(index).map_err(|e| FormatError::io(index, e))?;
+    let parsed: ShardIndex = serde_json::from_slice(&text)
+        .map_err(|e| FormatError::corrupt(index, format!("not a shard index json: {e}")))?;
+    for shard in parsed.weight_map.values() {
+        let p = Path::new(shard);
+        if p.components().count() != 1 || p.is_absolute() || shard == ".." || shard == "." {
+            return Err(FormatError::corrupt(
+                index,
+                format!("shard name '{shard}' is not a plain file name"),
+            ));
+        }
+    }
+    Ok(parsed)
+}
+
+pub(crate) fn open_sharded(dir: &Path, index: &Path, opts: &OpenOptions) -> Result<TensorStore> {
+    let parsed = read_index(index)?;
+    let shards: BTreeSet<&String> = parsed.weight_map.values().collect();
+    if shards.is_empty() {
+        return Err(FormatError::corrupt(index, "the weight_map is empty"));
+    }
+    let mut store = TensorStore::empty(dir, index);
+    for shard in shards {
+        let path = dir.join(shard);
+        if !path.is_file() {
+            return Err(FormatError::Invalid(format!(
+                "{}: the index names shard '{shard}', which is missing from {}",
+                index.display(),
+                dir.display()
+            )));
+        }
+        let added: BTreeSet<String> = store.add_file(&path, opts)?.into_iter().collect();
+        for (name, file) in &parsed.weight_map {
+            if file == shard && !added.contains(name) {
+                return Err(FormatError::Invalid(format!(
+                    "{}: the index puts '{name}' in {shard}, which does not hold it",
+                    index.display()
+                )));
+            }
+        }
+    }
+    Ok(store)
+}

@@ -1,0 +1,430 @@
+//! Turns the object graph of a `torch.save` pickle into a checkpoint tree and a list of tensor
+//! descriptions, recognising the handful of globals torch uses to rebuild tensors and treating
+//! every other global as opaque data.
+
+use crate::dtype::DType;
+use crate::pickle::{Id, Object, Pickle, Value};
+use crate::tree::Node;
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+/// A tensor as the pickle describes it: a strided view into a storage named by key.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RawTensor {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub storage_offset: usize,
+    pub storage_key: String,
+}
+
+/// A storage as its persistent id declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StorageDecl {
+    /// Element type of the storage (`U8` for untyped storages, whose numel counts bytes).
+    pub dtype: DType,
+    pub numel: u64,
+    /// Legacy files may declare a storage as a view `(root key, element offset)` of another.
+    pub view_of: Option<(String, u64)>,
+}
+
+impl StorageDecl {
+    pub fn nbytes(&self) -> Option<u64> {
+        self.numel.checked_mul(self.dtype.size() as u64)
+    }
+}
+
+pub(crate) struct Interpreted {
+    pub root: Node,
+    pub tensors: Vec<RawTensor>,
+    pub storages: BTreeMap<String, StorageDecl>,
+}
+
+/// Limits against hostile pickles: nesting depth and the number of nodes a graph with shared
+/// references may expand to.
+const MAX_DEPTH: usize = 512;
+const MAX_VISITS: usize = 20_000_000;
+
+pub(crate) fn interpret(p: &Pickle) -> Result<Interpreted, String> {
+    let mut it = Interpreter {
+        p,
+        tensors: Vec::new(),
+        tensor_of: BTreeMap::new(),
+        storages: BTreeMap::new(),
+        path: Vec::new(),
+        visits: 0,
+    };
+    let root = it.node(p.root)?;
+    Ok(Interpreted {
+        root,
+        tensors: it.tensors,
+        storages: it.storages,
+    })
+}
+
+struct Interpreter<'a> {
+    p: &'a Pickle,
+    tensors: Vec<RawTensor>,
+    /// The same pickled tensor object reached twice is one tensor.
+    tensor_of: BTreeMap<Id, usize>,
+    storages: BTreeMap<String, StorageDecl>,
+    path: Vec<Id>,
+    visits: usize,
+}
+
+impl Interpreter<'_> {
+    fn v(&self, id: Id) -> &Value {
+        self.p.get(id)
+    }
+
+    fn node(&mut self, id: Id) -> Result<Node, String> {
+        self.visits += 1;
+        if self.visits > MAX_VISITS {
+            return Err(format!(
+                "the pickle expands to more than {MAX_VISITS} objects through shared references"
+            ));
+        }
+        if self.path.len() >= MAX_DEPTH {
+            return Err(format!("objects are nested more than {MAX_DEPTH} levels deep"));
+        }
+        if self.path.contains(&id) {
+            return Ok(Node::Opaque {
+                class: "<recursive reference>".into(),
+                state: None,
+            });
+        }
+        self.path.push(id);
+        let r = self.node_inner(id);
+        self.path.pop();
+        r
+    }
+
+    fn node_inner(&mut self, id: Id) -> Result<Node, String> {
+        Ok(match self.v(id).clone() {
+            Value::None => Node::Scalar(Json::Null),
+            Value::Bool(b) => Node::Scalar(Json::Bool(b)),
+            Value::Int(i) => Node::Scalar(Json::from(i)),
+            Value::BigInt(b) => Node::Scalar(Json::String(big_int_hex(&b))),
+            Value::Float(f) => Node::Scalar(float_json(f)),
+            Value::Str(s) => Node::Scalar(Json::String(s)),
+            Value::Bytes(b) => Node::Opaque {
+                class: format!("bytes[{}]", b.len()),
+                state: None,
+            },
+            Value::Tuple(items) | Value::List(items) | Value::Set(items) => {
+                Node::List(items.iter().map(|&i| self.node(i)).collect::<Result<_, _>>()?)
+            }
+            Value::Dict(pairs) => self.dict(&pairs)?,
+            Value::Global { module, name } => Node::Opaque {
+                class: format!("{module}.{name}"),
+                state: None,
+            },
+            Value::PersistentId(_) => Node::Opaque {
+                class: "<persistent id>".into(),
+                state: None,
+            },
+            Value::Object(o) => self.object(id, &o)?,
+        })
+    }
+
+    fn dict(&mut self, pairs: &[(Id, Id)]) -> Result<Node, String> {
+        let mut out: Vec<(String, Node)> = Vec::with_capacity(pairs.len());
+        for &(k, v) in pairs {
+            let key = self.key_string(k);
+            let value = self.node(v)?;
+            // Python dicts keep the last value for a repeated key, at the first key's position.
+            match out.iter_mut().find(|(existing, _)| *existing == key) {
+                Some(slot) => slot.1 = value,
+                None => out.push((key, value)),
+            }
+        }
+        Ok(Node::Dict(out))
+    }
+
+    fn key_string(&self, k: Id) -> String {
+        match self.v(k) {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            Value::Bool(b) => if *b { "True" } else { "False" }.into(),
+            Value::None => "None".into(),
+            Value::Float(f) => f.to_string(),
+            Value::Tuple(items) => items
+                .iter()
+                .map(|&i| self.key_string(i))
+                .collect::<Vec<_>>()
+                .join(","),
+            other => format!("<{} key>", other.kind()),
+        }
+    }
+
+    fn global_name(&self, id: Id) -> Option<String> {
+        match self.v(id) {
+            Value::Global { module, name } => Some(format!("{module}.{name}")),
+            _ => None,
+        }
+    }
+
+    fn tuple_items(&self, id: Id) -> Vec<Id> {
+        match self.v(id) {
+            Value::Tuple(items) | Value::List(items) => items.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn object(&mut self, id: Id, o: &Object) -> Result<Node, String> {
+        let Some(class) = self.global_name(o.callable) else {
+            return Ok(Node::Opaque {
+                class: "<call of a computed callable>".into(),
+                state: None,
+            });
+        };
+        let args = self.tuple_items(o.args);
+        match class.as_str() {
+            "torch._utils._rebuild_tensor_v2"
+            | "torch._utils._rebuild_tensor_v3"
+            | "torch._utils._rebuild_tensor" => {
+                if let Some(&t) = self.tensor_of.get(&id) {
+                    return Ok(Node::Tensor(t));
+                }
+                let t = self
+                    .tensor(&class, &args)
+                    .map_err(|e| format!("{class}: {e}"))?;
+                self.tensors.push(t);
+                let index = self.tensors.len() - 1;
+                self.tensor_of.insert(id, index);
+                Ok(Node::Tensor(index))
+            }
+            "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => {
+                match args.first() {
+                    Some(&data) => self.node(data),
+                    None => Err(format!("{class} without arguments")),
+                }
+            }
+            "collections.OrderedDict" | "builtins.dict" | "__builtin__.dict" => {
+                let mut pairs = o.dict_items.clone();
+                if let Some(&init) = args.first() {
+                    for item in self.tuple_items(init) {
+                        if let [k, v] = self.tuple_items(item)[..] {
+                            pairs.insert(0, (k, v));
+                        }
+                    }
+                }
+                self.dict(&pairs)
+            }
+            "torch.Size" | "builtins.list" | "builtins.tuple" => match args.first() {
+                Some(&items) => self.node(items),
+                None => Ok(Node::List(Vec::new())),
+            },
+            "numpy.core.multiarray.scalar" | "numpy._core.multiarray.scalar" => {
+                Ok(self.numpy_scalar(&args).unwrap_or(Node::Opaque {
+                    class: "numpy scalar".into(),
+                    state: None,
+                }))
+            }
+            _ => {
+                let state = match (o.state, args.is_empty()) {
+                    (Some(s), _) => Some(Box::new(self.node(s)?)),
+                    (None, false) => Some(Box::new(self.node(o.args)?)),
+                    (None, true) if !o.dict_items.is_empty() => Some(Box::new(self.dict(&o.dict_items)?)),
+                    (None, true) => None,
+                };
+                Ok(Node::Opaque { class, state })
+            }
+        }
+    }
+
+    fn int(&self, id: Id, what: &str) -> Result<u64, String> {
+        match self.v(id) {
+            Value::Int(i) if *i >= 0 => Ok(*i as u64),
+            Value::Int(i) => Err(format!("{what} is negative ({i})")),
+            other => Err(format!("{what} is a {}, not an int", other.kind())),
+        }
+    }
+
+    fn usize_tuple(&self, id: Id, what: &str) -> Result<Vec<usize>, String> {
+        match self.v(id) {
+            Value::Tuple(items) | Value::List(items) => items
+                .iter()
+                .map(|&i| {
+                    let v = self.int(i, what)?;
+                    usize::try_from(v).map_err(|_| format!("{what} {v} is too large"))
+                })
+                .collect(),
+            Value::Object(o) if self.global_name(o.callable).as_deref() == Some("torch.Size") => {
+                match self.tuple_items(o.args).first() {
+                    Some(&inner) => self.usize_tuple(inner, what),
+                    None => Ok(Vec::new()),
+                }
+            }
+            other => Err(format!("{what} is a {}, not a tuple", other.kind())),
+        }
+    }
+
+    fn tensor(&mut self, class: &str, args: &[Id]) -> Result<RawTensor, String> {
+        let needed = if class.ends_with("_v3") { 7 } else { 4 };
+        if args.len() < needed {
+            return Err(format!("expected at least {needed} arguments, got {}", args.len()));
+        }
+        let (key, storage_dtype) = self.storage(args[0])?;
+        let storage_offset = self.int(args[1], "storage offset")? as usize;
+        let shape = self.usize_tuple(args[2], "size")?;
+        let strides = self.usize_tuple(args[3], "stride")?;
+        if shape.len() != strides.len() {
+            return Err(format!(
+                "size has {} dimensions but stride has {}",
+                shape.len(),
+                strides.len()
+            ));
+        }
+        let dtype = if class.ends_with("_v3") {
+            match self.v(args[6]) {
+                Value::Global { module, name } if module == "torch" => DType::from_torch_name(name)
+                    .ok_or_else(|| format!("unsupported dtype torch.{name}"))?,
+                other => return Err(format!("dtype argument is a {}", other.kind())),
+            }
+        } else {
+            storage_dtype
+        };
+        Ok(RawTensor {
+            dtype,
+            shape,
+            strides,
+            storage_offset,
+            storage_key: key,
+        })
+    }
+
+    /// Decodes `('storage', torch.XStorage, key, location, numel[, view_metadata])`, declares the
+    /// storage, and returns the key of the storage the tensor views.
+    fn storage(&mut self, id: Id) -> Result<(String, DType), String> {
+        let Value::PersistentId(pid) = self.v(id) else {
+            return Err(format!(
+                "storage argument is a {}, not a persistent id",
+                self.v(id).kind()
+            ));
+        };
+        let items = self.tuple_items(*pid);
+        if items.len() < 5 || self.v(items[0]) != &Value::Str("storage".into()) {
+            return Err("persistent id is not a ('storage', ...) tuple".into());
+        }
+        let (module, name) = match self.v(items[1]) {
+            Value::Global { module, name } => (module.clone(), name.clone()),
+            other => return Err(format!("storage type is a {}", other.kind())),
+        };
+        let dtype = if name == "UntypedStorage" && module.starts_with("torch") {
+            DType::U8
+        } else if module == "torch" {
+            DType::from_torch_storage_class(&name)
+                .ok_or_else(|| format!("unsupported storage type torch.{name}"))?
+        } else {
+            return Err(format!("unsupported storage type {module}.{name}"));
+        };
+        let key = match self.v(items[2]) {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            other => return Err(format!("storage key is a {}", other.kind())),
+        };
+        let numel = self.int(items[4], "storage size")?;
+        self.declare(
+            &key,
+            StorageDecl {
+                dtype,
+                numel,
+                view_of: None,
+            },
+        )?;
+        // Pre-1.0 files name a view of the root storage: (view key, element offset, view size).
+        match items.get(5).map(|&v| self.v(v)) {
+            None | Some(Value::None) => Ok((key, dtype)),
+            Some(Value::Tuple(view)) if view.len() == 3 => {
+                let view_key = match self.v(view[0]) {
+                    Value::Str(s) => s.clone(),
+                    other => return Err(format!("storage view key is a {}", other.kind())),
+                };
+                let offset = self.int(view[1], "storage view offset")?;
+                let size = self.int(view[2], "storage view size")?;
+                self.declare(
+                    &view_key,
+                    StorageDecl {
+                        dtype,
+                        numel: size,
+                        view_of: Some((key, offset)),
+                    },
+                )?;
+                Ok((view_key, dtype))
+            }
+            Some(other) => Err(format!("storage view metadata is a {}", other.kind())),
+        }
+    }
+
+    fn declare(&mut self, key: &str, decl: StorageDecl) -> Result<(), String> {
+        match self.storages.get(key) {
+            Some(prev) if prev.nbytes() != decl.nbytes() || prev.view_of != decl.view_of => {
+                Err(format!("storage '{key}' is declared twice, differently"))
+            }
+            Some(_) => Ok(()),
+            None => {
+                self.storages.insert(key.to_string(), decl);
+                Ok(())
+            }
+        }
+    }
+
+    /// Bytes as protocol 3+ writes them, or as protocol 2 does: `_codecs.encode(text, 'latin1')`.
+    fn bytes_of(&self, id: Id) -> Option<Vec<u8>> {
+        match self.v(id) {
+            Value::Bytes(b) => Some(b.clone()),
+            Value::Object(o) if self.global_name(o.callable).as_deref() == Some("_codecs.encode") => {
+                let args = self.tuple_items(o.args);
+                match (args.first().map(|&i| self.v(i)), args.get(1).map(|&i| self.v(i))) {
+                    (Some(Value::Str(text)), Some(Value::Str(enc))) if enc == "latin1" || enc == "latin-1" => {
+                        text.chars().map(|c| u8::try_from(c as u32).ok()).collect()
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn numpy_scalar(&self, args: &[Id]) -> Option<Node> {
+        let [dtype, data] = args[..] else { return None };
+        let bytes = self.bytes_of(data)?;
+        let Value::Object(d) = self.v(dtype) else { return None };
+        let code = match self.tuple_items(d.args).first().map(|&i| self.v(i)) {
+            Some(Value::Str(s)) => s.clone(),
+            _ => return None,
+        };
+        let big_endian = d.state.is_some_and(|s| {
+            self.tuple_items(s)
+                .get(1)
+                .is_some_and(|&b| self.v(b) == &Value::Str(">".into()))
+        });
+        if big_endian {
+            return None;
+        }
+        let b = bytes.as_slice();
+        let json = match (code.as_str(), b.len()) {
+            ("f8", 8) => float_json(f64::from_le_bytes(b.try_into().ok()?)),
+            ("f4", 4) => float_json(f32::from_le_bytes(b.try_into().ok()?) as f64),
+            ("i8", 8) => Json::from(i64::from_le_bytes(b.try_into().ok()?)),
+            ("i4", 4) => Json::from(i32::from_le_bytes(b.try_into().ok()?)),
+            ("u8", 8) => Json::from(u64::from_le_bytes(b.try_into().ok()?)),
+            ("u4", 4) => Json::from(u32::from_le_bytes(b.try_into().ok()?)),
+            ("b1", 1) => Json::Bool(b[0] != 0),
+            _ => return None,
+        };
+        Some(Node::Scalar(json))
+    }
+}
+
+fn float_json(f: f64) -> Json {
+    serde_json::Number::from_f64(f)
+        .map(Json::Number)
+        .unwrap_or_else(|| Json::String(f.to_string()))
+}
+
+fn big_int_hex(le: &[u8]) -> String {
+    let hex: String = le.iter().rev().map(|b| format!("{b:02x}")).collect();
+    format!("int(0x{hex}, two's complement)")
+}

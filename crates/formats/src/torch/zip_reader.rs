@@ -1,0 +1,148 @@
+use super::unpickle::interpret;
+use super::TorchFile;
+use crate::error::{FormatError, Result};
+use crate::pickle;
+use crate::source::{inflate, Location, SourceFile, Storage};
+use std::collections::{BTreeMap, HashMap};
+use zip::CompressionMethod;
+
+struct Entry {
+    index: usize,
+    method: CompressionMethod,
+    data_start: u64,
+    compressed: u64,
+    size: u64,
+}
+
+/// Reads the archive's directory and `data.pkl`; tensor bytes stay in the file.
+pub(crate) fn read_zip(src: &SourceFile, file_index: usize) -> Result<TorchFile> {
+    let corrupt = |why: String| FormatError::corrupt(&src.path, why);
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(&src.map[..]))
+        .map_err(|e| corrupt(format!("zip: {e}")))?;
+    let mut entries: HashMap<String, Entry> = HashMap::new();
+    for index in 0..archive.len() {
+        let f = archive
+            .by_index_raw(index)
+            .map_err(|e| corrupt(format!("zip entry {index}: {e}")))?;
+        let name = f
+            .name()
+            .map_err(|e| corrupt(format!("zip entry {index}: {e}")))?
+            .to_string();
+        let data_start = f
+            .data_start()
+            .ok_or_else(|| corrupt(format!("zip entry {name}: no data offset")))?;
+        let (compressed, size) = (f.compressed_size(), f.size());
+        if data_start.checked_add(compressed).is_none_or(|end| end > src.len()) {
+            return Err(corrupt(format!(
+                "zip entry {name} claims {compressed} bytes at offset {data_start}, past the end of the {}-byte file",
+                src.len()
+            )));
+        }
+        entries.insert(
+            name,
+            Entry {
+                index,
+                method: f.compression(),
+                data_start,
+                compressed,
+                size,
+            },
+        );
+    }
+
+    let mut pickles: Vec<&String> = entries
+        .keys()
+        .filter(|n| n.as_str() == "data.pkl" || (n.ends_with("/data.pkl") && n.matches('/').count() == 1))
+        .collect();
+    pickles.sort();
+    let pkl_name = match pickles.as_slice() {
+        [one] => (*one).clone(),
+        [] => {
+            return Err(FormatError::UnknownFormat {
+                path: src.path.clone(),
+                why: "a zip archive without data.pkl, so not a torch.save file".into(),
+            })
+        }
+        more => return Err(corrupt(format!("several pickles in one archive: {more:?}"))),
+    };
+    let prefix = &pkl_name[..pkl_name.len() - "data.pkl".len()];
+    let pkl = entry_bytes(src, &entries[&pkl_name], &pkl_name)?;
+    let parsed = pickle::parse(&pkl).map_err(|e| FormatError::Pickle {
+        path: src.path.clone(),
+        why: format!("{pkl_name}: {e}"),
+    })?;
+    let it = interpret(&parsed).map_err(|why| FormatError::Pickle {
+        path: src.path.clone(),
+        why: format!("{pkl_name}: {why}"),
+    })?;
+
+    let mut storages = BTreeMap::new();
+    for (key, decl) in &it.storages {
+        let name = format!("{prefix}data/{key}");
+        let entry = entries
+            .get(&name)
+            .ok_or_else(|| corrupt(format!("the pickle names storage '{key}' but there is no entry {name}")))?;
+        let nbytes = decl
+            .nbytes()
+            .ok_or_else(|| corrupt(format!("storage '{key}' claims an impossible size")))?;
+        if decl.view_of.is_some() {
+            return Err(corrupt(format!("storage '{key}' is a legacy storage view inside a zip file")));
+        }
+        if entry.size < nbytes {
+            return Err(corrupt(format!(
+                "storage '{key}' claims {nbytes} bytes but entry {name} holds {}",
+                entry.size
+            )));
+        }
+        let location = match entry.method {
+            CompressionMethod::Stored if entry.compressed == entry.size => Location::Mapped {
+                start: entry.data_start,
+            },
+            CompressionMethod::Stored => {
+                return Err(corrupt(format!("stored entry {name} has two different sizes")))
+            }
+            CompressionMethod::Deflated => Location::Deflated { entry: entry.index },
+            other => {
+                return Err(FormatError::Unsupported {
+                    path: src.path.clone(),
+                    why: format!("entry {name} uses compression {other:?}; only stored and deflated entries are read"),
+                })
+            }
+        };
+        storages.insert(
+            key.clone(),
+            Storage {
+                file: file_index,
+                key: key.clone(),
+                nbytes,
+                location,
+            },
+        );
+    }
+    Ok(TorchFile {
+        root: it.root,
+        tensors: it.tensors,
+        storages,
+    })
+}
+
+/// The pickle itself is never larger than this; a bigger claim is refused before allocating.
+const MAX_PICKLE_BYTES: u64 = 1 << 31;
+
+fn entry_bytes(src: &SourceFile, e: &Entry, name: &str) -> Result<Vec<u8>> {
+    match e.method {
+        CompressionMethod::Stored => {
+            let (s, n) = (e.data_start as usize, e.compressed as usize);
+            Ok(src.map[s..s + n].to_vec())
+        }
+        CompressionMethod::Deflated if e.size <= MAX_PICKLE_BYTES => inflate(src, e.index, e.size),
+        CompressionMethod::Deflated => Err(FormatError::corrupt(
+            &src.path,
+            format!("{name} claims {} bytes", e.size),
+        )),
+        other => Err(FormatError::Unsupported {
+            path: src.path.clone(),
+            why: format!("{name} uses compression {other:?}"),
+        }),
+    }
+}

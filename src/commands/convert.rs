@@ -1,0 +1,138 @@
+use super::human_bytes;
+use crate::progress::Bar;
+use crate::size::parse_size;
+use anyhow::Context;
+use illama_formats::convert::{convert, ConvertOptions, ConvertReport, TargetFormat};
+use illama_formats::{DType, OpenOptions};
+use std::path::PathBuf;
+
+/// Convert between PyTorch (.pth/.pt/.bin) and safetensors, streaming.
+///
+/// The output format is --to, else the output's extension, else the other format than the
+/// input's. Tensors that share storage in a .pth become independent contiguous tensors. Non-tensor
+/// entries (epoch, args) go into the safetensors metadata as JSON when small; anything not
+/// converted is listed. Nothing is written at the output path unless conversion (and --verify)
+/// succeeds.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  illama-tools convert illama_tiny.pth                      # -> illama_tiny.safetensors\n  illama-tools convert model.safetensors -o model.pth --wrap model\n  illama-tools convert checkpoint.pth --key model_ema --dtype bf16 --verify\n  illama-tools convert Llama-2-7b-hf/ --to safetensors --max-shard-size 5GB")]
+pub struct Args {
+    /// Input checkpoint: a file, a directory of shards, or a shard index json.
+    input: PathBuf,
+    /// Output file (or directory, for sharded output). Default: beside the input.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum)]
+    to: Option<To>,
+    /// Take tensors from this entry of a training checkpoint (model, model_ema, state_dict, ...).
+    #[arg(long)]
+    key: Option<String>,
+    /// Remove this prefix from tensor names (e.g. `module.`).
+    #[arg(long)]
+    strip_prefix: Option<String>,
+    /// Cast floating-point tensors (integer tensors keep their type).
+    #[arg(long, default_value = "keep", value_parser = parse_dtype)]
+    dtype: Keep,
+    /// Split the output into shards of at most this size (e.g. 5GB); the output is a directory.
+    #[arg(long, value_parser = parse_size)]
+    max_shard_size: Option<u64>,
+    /// .pth output: nest the state dict under this key, like training checkpoints ({'model': ...}).
+    #[arg(long)]
+    wrap: Option<String>,
+    /// Re-read the output, compare every tensor with the source, print sha256 of each file.
+    #[arg(long)]
+    verify: bool,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    force: bool,
+    /// Print one JSON object with the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum To {
+    Safetensors,
+    Pth,
+}
+
+#[derive(Clone, Copy)]
+struct Keep(Option<DType>);
+
+fn parse_dtype(s: &str) -> Result<Keep, String> {
+    if s == "keep" {
+        return Ok(Keep(None));
+    }
+    match DType::parse_user(s) {
+        Some(d) if d.is_float() => Ok(Keep(Some(d))),
+        _ => Err(format!("'{s}': expected keep, f32, f16, bf16 or f64")),
+    }
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let opts = ConvertOptions {
+        output: a.output,
+        to: a.to.map(|t| match t {
+            To::Safetensors => TargetFormat::Safetensors,
+            To::Pth => TargetFormat::Pth,
+        }),
+        open: OpenOptions {
+            key: a.key,
+            strip_prefix: a.strip_prefix,
+        },
+        dtype: a.dtype.0,
+        max_shard_size: a.max_shard_size,
+        verify: a.verify,
+        force: a.force,
+        wrap: a.wrap,
+    };
+    let bar = Bar::new(a.json);
+    let report = convert(&a.input, &opts, &bar).with_context(|| format!("converting {}", a.input.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_summary(&report);
+    }
+    Ok(())
+}
+
+fn print_summary(r: &ConvertReport) {
+    println!(
+        "{} ({}) -> {} ({})",
+        r.input.display(),
+        r.input_format.name(),
+        r.output.display(),
+        r.output_format.name()
+    );
+    println!("  {} tensors, {}", r.tensors, human_bytes(r.tensor_bytes));
+    if let Some(root) = &r.root {
+        println!("  tensors from {root}");
+    }
+    for (pair, n) in &r.cast {
+        println!("  cast {pair}: {n} tensors");
+    }
+    for g in &r.unshared {
+        println!("  shared a storage, now independent copies: {}", g.join(", "));
+    }
+    if !r.recorded_in_metadata.is_empty() {
+        println!("  recorded in __metadata__ as JSON: {}", r.recorded_in_metadata.join(", "));
+    }
+    for n in &r.not_converted {
+        println!("  not converted: {} ({}): {}", n.name, n.kind, n.why);
+    }
+    for w in &r.warnings {
+        println!("  note: {w}");
+    }
+    if let Some(i) = &r.index {
+        println!("  index {}", i.display());
+    }
+    for f in &r.files {
+        match &f.sha256 {
+            Some(h) => println!("  {h}  {} ({})", f.path.display(), human_bytes(f.bytes)),
+            None => println!("  wrote {} ({})", f.path.display(), human_bytes(f.bytes)),
+        }
+    }
+    if r.verified {
+        println!("  verified: every tensor of the output matches the source byte for byte");
+    }
+}

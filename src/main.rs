@@ -1,0 +1,68 @@
+//! The `illama-tools` command line: argument parsing and printing only; the work is done by the
+//! library crates under `crates/`.
+
+mod commands;
+mod progress;
+mod size;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "illama-tools",
+    version,
+    about = "Weight selection, checkpoint conversion, training and evaluation for iLLaMA",
+    long_about = "Tools for iLLaMA, the vision transformer built from LLaMA decoder blocks \
+                  (arXiv 2404.06773): inspect and convert PyTorch/safetensors checkpoints, select \
+                  iLLaMA weights from LLaMA checkpoints, evaluate and fine-tune.",
+    after_help = "Examples:\n  illama-tools inspect model.pth\n  illama-tools convert model.pth --verify\n  illama-tools convert checkpoint-best.pth --key model_ema -o ema.safetensors"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Inspect(commands::inspect::Args),
+    Convert(commands::convert::Args),
+    /// Select iLLaMA weights from a LLaMA checkpoint (not available yet).
+    Select(commands::unavailable::Args),
+    /// Compute logits of an iLLaMA checkpoint for a tensor of images (not available yet).
+    Logits(commands::unavailable::Args),
+    /// Measure top-1/top-5 accuracy on ImageNet val (not available yet).
+    Verify(commands::unavailable::Args),
+    /// Classify images with an iLLaMA checkpoint (not available yet).
+    Predict(commands::unavailable::Args),
+    /// Fine-tune iLLaMA on ImageNet with the paper's recipe (not available yet).
+    Finetune(commands::unavailable::Args),
+    /// Run the whole pipeline on bundled data (not available yet).
+    Quickstart(commands::unavailable::Args),
+}
+
+fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of our output goes away (`| head`).
+    // SAFETY: setting a signal disposition to its default at startup, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => commands::inspect::run(a),
+        Command::Convert(a) => commands::convert::run(a),
+        Command::Select(_) => return commands::unavailable::run("select"),
+        Command::Logits(_) => return commands::unavailable::run("logits"),
+        Command::Verify(_) => return commands::unavailable::run("verify"),
+        Command::Predict(_) => return commands::unavailable::run("predict"),
+        Command::Finetune(_) => return commands::unavailable::run("finetune"),
+        Command::Quickstart(_) => return commands::unavailable::run("quickstart"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
