@@ -9,7 +9,9 @@ fn bin() -> Command {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 fn run(args: &[&str]) -> Output {
@@ -18,7 +20,11 @@ fn run(args: &[&str]) -> Output {
 
 fn ok_json(args: &[&str]) -> Value {
     let out = run(args);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("--json prints JSON")
 }
 
@@ -57,11 +63,22 @@ fn existing_output_needs_force() {
     let out = dir.path().join("x.safetensors");
     std::fs::write(&out, b"keep me").unwrap();
     let input = fixture("formats/state_dict.pth");
-    let r = run(&["convert", input.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let r = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(!r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("--force"));
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
-    let r = run(&["convert", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--force"]);
+    let r = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--force",
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_ne!(std::fs::read(&out).unwrap(), b"keep me");
 }
@@ -69,31 +86,73 @@ fn existing_output_needs_force() {
 #[test]
 fn failures_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
-    for bad in ["hostile/truncated.pth", "hostile/view_out_of_bounds.pth", "hostile/os_system.pth", "hostile/missing_shard"] {
+    for bad in [
+        "hostile/truncated.pth",
+        "hostile/view_out_of_bounds.pth",
+        "hostile/os_system.pth",
+        "hostile/missing_shard",
+    ] {
         let out = dir.path().join("out.safetensors");
-        let r = run(&["convert", fixture(bad).to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        let r = run(&[
+            "convert",
+            fixture(bad).to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
         assert_eq!(r.status.code(), Some(1), "{bad}");
         let err = String::from_utf8_lossy(&r.stderr);
         assert!(err.starts_with("error: "), "{bad}: {err}");
         assert!(!err.contains("panicked"), "{bad}: {err}");
-        assert!(entries(dir.path()).is_empty(), "{bad} left {:?}", entries(dir.path()));
+        assert!(
+            entries(dir.path()).is_empty(),
+            "{bad} left {:?}",
+            entries(dir.path())
+        );
     }
 }
 
 #[test]
 fn inspect_lists_tensors_and_checkpoint_entries() {
-    let r = ok_json(&["inspect", fixture("formats/training_checkpoint.pth").to_str().unwrap(), "--json"]);
+    let r = ok_json(&[
+        "inspect",
+        fixture("formats/training_checkpoint.pth").to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(r["format"], "torch-zip");
     assert_eq!(r["tensor_count"], 8);
     assert_eq!(r["parameters"], 220);
-    let others: Vec<&str> = r["other_entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
-    assert_eq!(others, ["model_ema", "optimizer", "epoch", "scaler", "args", "max_accuracy"]);
-    assert!(r["warnings"][0].as_str().unwrap().contains("embed.weight, lin.weight"));
+    let others: Vec<&str> = r["other_entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        others,
+        [
+            "model_ema",
+            "optimizer",
+            "epoch",
+            "scaler",
+            "args",
+            "max_accuracy"
+        ]
+    );
+    assert!(r["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("embed.weight, lin.weight"));
 
-    let text = run(&["inspect", fixture("formats/sharded_safetensors").to_str().unwrap()]);
+    let text = run(&[
+        "inspect",
+        fixture("formats/sharded_safetensors").to_str().unwrap(),
+    ]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("safetensors, sharded (2 files)"), "{text}");
-    assert!(text.contains("[model-00002-of-00002.safetensors]"), "{text}");
+    assert!(
+        text.contains("[model-00002-of-00002.safetensors]"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -101,14 +160,35 @@ fn key_wrap_and_shards_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let ema = dir.path().join("ema.pth");
     let ckpt = fixture("formats/training_checkpoint.pth");
-    ok_json(&["convert", ckpt.to_str().unwrap(), "--key", "model_ema", "--wrap", "model", "-o", ema.to_str().unwrap(), "--json"]);
+    ok_json(&[
+        "convert",
+        ckpt.to_str().unwrap(),
+        "--key",
+        "model_ema",
+        "--wrap",
+        "model",
+        "-o",
+        ema.to_str().unwrap(),
+        "--json",
+    ]);
     // The wrapped output is read back through its 'model' entry automatically.
     let r = ok_json(&["inspect", ema.to_str().unwrap(), "--json"]);
-    assert_eq!(r["root"].as_str().unwrap().split(':').next().unwrap(), "'model'");
+    assert_eq!(
+        r["root"].as_str().unwrap().split(':').next().unwrap(),
+        "'model'"
+    );
     assert_eq!(r["tensor_count"], 8);
 
     let shards = dir.path().join("shards");
-    let r = ok_json(&["convert", ckpt.to_str().unwrap(), "--max-shard-size", "500B", "-o", shards.to_str().unwrap(), "--json"]);
+    let r = ok_json(&[
+        "convert",
+        ckpt.to_str().unwrap(),
+        "--max-shard-size",
+        "500B",
+        "-o",
+        shards.to_str().unwrap(),
+        "--json",
+    ]);
     let n = r["files"].as_array().unwrap().len();
     assert!(n >= 2);
     assert!(entries(&shards).contains(&"model.safetensors.index.json".to_string()));
@@ -124,10 +204,20 @@ fn usage_errors_and_unbuilt_commands() {
     let r = run(&["convert", "/nonexistent/model.pth"]);
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("/nonexistent/model.pth"));
-    for cmd in ["select", "logits", "verify", "predict", "finetune", "quickstart"] {
+    for cmd in [
+        "select",
+        "logits",
+        "verify",
+        "predict",
+        "finetune",
+        "quickstart",
+    ] {
         let r = run(&[cmd, "--anything"]);
         assert_eq!(r.status.code(), Some(2), "{cmd}");
-        assert!(String::from_utf8_lossy(&r.stderr).contains("not available yet"), "{cmd}");
+        assert!(
+            String::from_utf8_lossy(&r.stderr).contains("not available yet"),
+            "{cmd}"
+        );
         assert!(r.stdout.is_empty());
     }
     let help = run(&["convert", "--help"]);

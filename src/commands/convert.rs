@@ -14,7 +14,9 @@ use std::path::PathBuf;
 /// converted is listed. Nothing is written at the output path unless conversion (and --verify)
 /// succeeds.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  illama-tools convert illama_tiny.pth                      # -> illama_tiny.safetensors\n  illama-tools convert model.safetensors -o model.pth --wrap model\n  illama-tools convert checkpoint.pth --key model_ema --dtype bf16 --verify\n  illama-tools convert Llama-2-7b-hf/ --to safetensors --max-shard-size 5GB")]
+#[command(
+    after_help = "Examples:\n  illama-tools convert illama_tiny.pth                      # -> illama_tiny.safetensors\n  illama-tools convert model.safetensors -o model.pth --wrap model\n  illama-tools convert checkpoint.pth --key model_ema --dtype bf16 --verify\n  illama-tools convert Llama-2-7b-hf/ --to safetensors --max-shard-size 5GB"
+)]
 pub struct Args {
     /// Input checkpoint: a file, a directory of shards, or a shard index json.
     input: PathBuf,
@@ -87,7 +89,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         wrap: a.wrap,
     };
     let bar = Bar::new(a.json);
-    let report = convert(&a.input, &opts, &bar).with_context(|| format!("converting {}", a.input.display()))?;
+    let report = convert(&a.input, &opts, &bar)
+        .with_context(|| format!("converting {}", a.input.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -112,10 +115,16 @@ fn print_summary(r: &ConvertReport) {
         println!("  cast {pair}: {n} tensors");
     }
     for g in &r.unshared {
-        println!("  shared a storage, now independent copies: {}", g.join(", "));
+        println!(
+            "  shared a storage, now independent copies: {}",
+            g.join(", ")
+        );
     }
     if !r.recorded_in_metadata.is_empty() {
-        println!("  recorded in __metadata__ as JSON: {}", r.recorded_in_metadata.join(", "));
+        println!(
+            "  recorded in __metadata__ as JSON: {}",
+            r.recorded_in_metadata.join(", ")
+        );
     }
     for n in &r.not_converted {
         println!("  not converted: {} ({}): {}", n.name, n.kind, n.why);

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 /// Reads safetensors (single or sharded), PyTorch zip (.pth/.pt/.bin, single or sharded) and
 /// legacy (pre-1.6) PyTorch files; the format is detected from the bytes, not the name.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  illama-tools inspect illama_tiny.pth\n  illama-tools inspect Llama-2-7b-hf/ --json | jq .parameters\n  illama-tools inspect checkpoint-299.pth --key model_ema")]
+#[command(
+    after_help = "Examples:\n  illama-tools inspect illama_tiny.pth\n  illama-tools inspect Llama-2-7b-hf/ --json | jq .parameters\n  illama-tools inspect checkpoint-299.pth --key model_ema"
+)]
 pub struct Args {
     /// A checkpoint file, a directory holding one, or a shard index (*.index.json).
     path: PathBuf,
@@ -45,12 +47,27 @@ fn print_table(r: &InspectReport) {
     if let Some(root) = &r.root {
         println!("  tensors from {root}");
     }
-    let name_w = r.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4).clamp(4, 60);
+    let name_w = r
+        .tensors
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 60);
     println!();
-    println!("{:<name_w$}  {:<7} {:<22} {:>12}", "name", "dtype", "shape", "bytes");
+    println!(
+        "{:<name_w$}  {:<7} {:<22} {:>12}",
+        "name", "dtype", "shape", "bytes"
+    );
     for t in &r.tensors {
         let shape = format!("{:?}", t.shape);
-        let mut line = format!("{:<name_w$}  {:<7} {:<22} {:>12}", t.name, t.dtype.to_string(), shape, t.bytes);
+        let mut line = format!(
+            "{:<name_w$}  {:<7} {:<22} {:>12}",
+            t.name,
+            t.dtype.to_string(),
+            shape,
+            t.bytes
+        );
         if !t.contiguous {
             line.push_str("  (strided)");
         }

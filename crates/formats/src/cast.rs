@@ -105,16 +105,25 @@ mod tests {
     fn rounds_to_nearest_even_once() {
         // 1 + 2^-11 is exactly halfway between two f16 values: ties go to even (1.0).
         let x = 1.0f32 + 2f32.powi(-11);
-        assert_eq!(cast_bytes(DType::F32, DType::F16, &x.to_le_bytes()), f16::ONE.to_le_bytes());
+        assert_eq!(
+            cast_bytes(DType::F32, DType::F16, &x.to_le_bytes()),
+            f16::ONE.to_le_bytes()
+        );
         // f64 -> f16 goes through f32 as in torch: 1 + 2^-11 + 2^-40 first becomes the tie
         // 1 + 2^-11, which then rounds down to 1.0 (torch 2.15 gives 0x3c00 too).
         let y = 1.0f64 + 2f64.powi(-11) + 2f64.powi(-40);
-        assert_eq!(cast_bytes(DType::F64, DType::F16, &y.to_le_bytes()), f16::ONE.to_le_bytes());
+        assert_eq!(
+            cast_bytes(DType::F64, DType::F16, &y.to_le_bytes()),
+            f16::ONE.to_le_bytes()
+        );
     }
 
     #[test]
     fn writer_handles_elements_split_across_writes() {
-        let vals: Vec<u8> = [1.5f32, -2.25, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let vals: Vec<u8> = [1.5f32, -2.25, 3.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let mut w = CastWriter::new(Vec::new(), DType::F32, DType::BF16);
         w.write_all(&vals[..5]).unwrap();
         w.write_all(&vals[5..]).unwrap();

@@ -137,7 +137,11 @@ const PLACEHOLDER_PREFIX: &str = "pending-sha256-";
 /// The output format `convert` will write for these options.
 pub fn target_format(input: Format, opts: &ConvertOptions) -> TargetFormat {
     opts.to
-        .or_else(|| opts.output.as_deref().and_then(TargetFormat::from_extension))
+        .or_else(|| {
+            opts.output
+                .as_deref()
+                .and_then(TargetFormat::from_extension)
+        })
         .unwrap_or(if input == Format::Safetensors {
             TargetFormat::Pth
         } else {
@@ -145,7 +149,12 @@ pub fn target_format(input: Format, opts: &ConvertOptions) -> TargetFormat {
         })
 }
 
-fn default_output(input: &Path, store: &TensorStore, target: TargetFormat, sharded: bool) -> PathBuf {
+fn default_output(
+    input: &Path,
+    store: &TensorStore,
+    target: TargetFormat,
+    sharded: bool,
+) -> PathBuf {
     let base = if store.index_file().is_some() || input.is_dir() {
         store.path().to_path_buf()
     } else {
@@ -165,7 +174,11 @@ fn default_output(input: &Path, store: &TensorStore, target: TargetFormat, shard
 
 /// Converts `input` as `opts` say. Nothing appears at the output path unless every file was
 /// written completely (and verified, with `verify`).
-pub fn convert(input: &Path, opts: &ConvertOptions, progress: &dyn Progress) -> Result<ConvertReport> {
+pub fn convert(
+    input: &Path,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+) -> Result<ConvertReport> {
     let store = TensorStore::open_with(input, &opts.open)?;
     let target = target_format(store.format(), opts);
     let sharded = store.index_file().is_some() || opts.max_shard_size.is_some();
@@ -180,7 +193,10 @@ pub fn convert(input: &Path, opts: &ConvertOptions, progress: &dyn Progress) -> 
         )));
     }
     if store.tensors().is_empty() {
-        return Err(FormatError::Invalid(format!("{}: no tensors to convert", input.display())));
+        return Err(FormatError::Invalid(format!(
+            "{}: no tensors to convert",
+            input.display()
+        )));
     }
     if let Some(w) = &opts.wrap {
         if target != TargetFormat::Pth || sharded {
@@ -213,7 +229,10 @@ pub fn convert(input: &Path, opts: &ConvertOptions, progress: &dyn Progress) -> 
         let to = cast_target(t.dtype, opts.dtype);
         report.tensor_bytes += t.numel() * to.size() as u64;
         if to != t.dtype {
-            *report.cast.entry(format!("{} -> {}", t.dtype, to)).or_default() += 1;
+            *report
+                .cast
+                .entry(format!("{} -> {}", t.dtype, to))
+                .or_default() += 1;
         }
     }
     let groups = plan_shards(&store, opts, sharded);
@@ -223,7 +242,16 @@ pub fn convert(input: &Path, opts: &ConvertOptions, progress: &dyn Progress) -> 
     let (files, source_sha) = std::thread::scope(|scope| -> Result<_> {
         let hashing = scope.spawn(|| hash_sources(&store));
         let written = if sharded {
-            write_sharded(&store, opts, target, &output, &groups, &metadata, progress, &mut report)
+            write_sharded(
+                &store,
+                opts,
+                target,
+                &output,
+                &groups,
+                &metadata,
+                progress,
+                &mut report,
+            )
         } else {
             write_single(&store, opts, target, &output, &metadata, progress)
         };
@@ -278,7 +306,12 @@ fn build_metadata(
     report: &mut ConvertReport,
 ) -> Result<BTreeMap<String, String>> {
     let mut md = BTreeMap::new();
-    let provenance_keys = ["format", "illama_tools.version", "source.file", "source.sha256"];
+    let provenance_keys = [
+        "format",
+        "illama_tools.version",
+        "source.file",
+        "source.sha256",
+    ];
     if target == TargetFormat::Safetensors {
         for (k, v) in store.metadata() {
             if !provenance_keys.contains(&k.as_str()) {
@@ -286,7 +319,10 @@ fn build_metadata(
             }
         }
         md.insert("format".into(), "pt".into());
-        md.insert("illama_tools.version".into(), env!("CARGO_PKG_VERSION").into());
+        md.insert(
+            "illama_tools.version".into(),
+            env!("CARGO_PKG_VERSION").into(),
+        );
         let names: Vec<String> = store.files().map(file_name).collect();
         let source = match store.index_file() {
             Some(i) => file_name(i),
@@ -294,7 +330,11 @@ fn build_metadata(
         };
         md.insert("source.file".into(), source);
         md.insert("source.sha256".into(), placeholder_json(store));
-    } else if store.metadata().keys().any(|k| !provenance_keys.contains(&k.as_str())) {
+    } else if store
+        .metadata()
+        .keys()
+        .any(|k| !provenance_keys.contains(&k.as_str()))
+    {
         let keys: Vec<&String> = store.metadata().keys().collect();
         report.not_converted.push(NotConverted {
             name: "__metadata__".into(),
@@ -305,7 +345,10 @@ fn build_metadata(
     let entries = store.skipped().iter().chain(store.non_tensors());
     for e in entries {
         let why = if e.tensors > 0 {
-            format!("holds {} tensors outside the converted entry (convert it with --key {})", e.tensors, e.name)
+            format!(
+                "holds {} tensors outside the converted entry (convert it with --key {})",
+                e.tensors, e.name
+            )
         } else if target == TargetFormat::Pth {
             "the .pth output holds tensors only".into()
         } else {
@@ -382,16 +425,22 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn patch_placeholders(path: &Path, hashes: &BTreeMap<String, String>, store: &TensorStore) -> Result<()> {
+fn patch_placeholders(
+    path: &Path,
+    hashes: &BTreeMap<String, String>,
+    store: &TensorStore,
+) -> Result<()> {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
         .map_err(|e| FormatError::io(path, e))?;
     let mut len = [0u8; 8];
-    f.read_exact_at(&mut len, 0).map_err(|e| FormatError::io(path, e))?;
+    f.read_exact_at(&mut len, 0)
+        .map_err(|e| FormatError::io(path, e))?;
     let mut head = vec![0u8; u64::from_le_bytes(len) as usize];
-    f.read_exact_at(&mut head, 8).map_err(|e| FormatError::io(path, e))?;
+    f.read_exact_at(&mut head, 8)
+        .map_err(|e| FormatError::io(path, e))?;
     for (i, name) in store.files().map(file_name).enumerate() {
         let needle = placeholder(i);
         if let Some(at) = find(&head, needle.as_bytes()) {
@@ -431,7 +480,10 @@ fn plan_shards(store: &TensorStore, opts: &ConvertOptions, sharded: bool) -> Vec
             // Mirror the input's sharding.
             let mut by_file: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
             for (i, t) in tensors.iter().enumerate() {
-                by_file.entry(store.storages()[t.storage].file).or_default().push(i);
+                by_file
+                    .entry(store.storages()[t.storage].file)
+                    .or_default()
+                    .push(i);
             }
             groups = by_file.into_values().collect();
         }
@@ -482,7 +534,8 @@ fn out_tensors<'a>(
                 shape: t.shape.clone(),
                 nbytes: t.numel() * to.size() as u64,
                 write: Box::new(move |w: &mut dyn Write| {
-                    let advance = |n: u64| progress.advance(n * to.size() as u64 / t.dtype.size() as u64);
+                    let advance =
+                        |n: u64| progress.advance(n * to.size() as u64 / t.dtype.size() as u64);
                     let mut cw = CastWriter::new(w, t.dtype, to);
                     store.copy_to(t, &mut cw, &advance)
                 }),
@@ -512,11 +565,17 @@ fn write_file(
         }
     }
     .map_err(|e| match e {
-        FormatError::Io { path: p, source } if p.as_os_str() == "<output>" => FormatError::io(path, source),
+        FormatError::Io { path: p, source } if p.as_os_str() == "<output>" => {
+            FormatError::io(path, source)
+        }
         other => other,
     })?;
-    let file = w.into_inner().map_err(|e| FormatError::io(path, e.into_error()))?;
-    file.metadata().map(|m| m.len()).map_err(|e| FormatError::io(path, e))
+    let file = w
+        .into_inner()
+        .map_err(|e| FormatError::io(path, e.into_error()))?;
+    file.metadata()
+        .map(|m| m.len())
+        .map_err(|e| FormatError::io(path, e))
 }
 
 fn write_single(
@@ -530,7 +589,14 @@ fn write_single(
     let mut out = AtomicFile::create(output, opts.force)?;
     let all: Vec<usize> = (0..store.tensors().len()).collect();
     let tensors = out_tensors(store, &all, opts.dtype, progress);
-    let bytes = write_file(output, out.file(), target, tensors, metadata, opts.wrap.as_deref())?;
+    let bytes = write_file(
+        output,
+        out.file(),
+        target,
+        tensors,
+        metadata,
+        opts.wrap.as_deref(),
+    )?;
     let pending = Pending {
         tmp_path: out.tmp_path().to_path_buf(),
         bytes,
@@ -561,8 +627,18 @@ fn write_sharded(
         let path = dir.path().join(&name);
         let mut file = std::fs::File::create(&path).map_err(|e| FormatError::io(&path, e))?;
         let tensors = out_tensors(store, group, opts.dtype, progress);
-        let bytes = write_file(&path, &mut file, target, tensors, metadata, opts.wrap.as_deref())?;
-        let tensor_names: Vec<String> = group.iter().map(|&t| store.tensors()[t].name.clone()).collect();
+        let bytes = write_file(
+            &path,
+            &mut file,
+            target,
+            tensors,
+            metadata,
+            opts.wrap.as_deref(),
+        )?;
+        let tensor_names: Vec<String> = group
+            .iter()
+            .map(|&t| store.tensors()[t].name.clone())
+            .collect();
         for t in &tensor_names {
             weight_map.insert(t.clone(), name.clone());
         }
@@ -587,7 +663,12 @@ fn write_sharded(
 }
 
 /// Re-reads every output file and compares each tensor's bytes with the (cast) source.
-fn verify(store: &TensorStore, dtype: Option<DType>, files: &[Pending], progress: &dyn Progress) -> Result<()> {
+fn verify(
+    store: &TensorStore,
+    dtype: Option<DType>,
+    files: &[Pending],
+    progress: &dyn Progress,
+) -> Result<()> {
     progress.begin("verifying", files.iter().map(|f| f.bytes).sum());
     for f in files {
         let out = TensorStore::open(&f.tmp_path)?;
@@ -618,7 +699,9 @@ fn verify(store: &TensorStore, dtype: Option<DType>, files: &[Pending], progress
             };
             store.copy_to(src, &mut CastWriter::new(&mut cmp, src.dtype, to), &|_| {})?;
             if cmp.pos != dst.nbytes() {
-                return Err(FormatError::Invalid(format!("verify: '{name}' has a different length")));
+                return Err(FormatError::Invalid(format!(
+                    "verify: '{name}' has a different length"
+                )));
             }
             progress.advance(dst.nbytes());
         }
@@ -639,7 +722,10 @@ impl Write for CompareWriter<'_> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         let mismatch = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
         if self.pos + data.len() as u64 > self.tensor.nbytes() {
-            return Err(mismatch(format!("verify: '{}' is longer in the source", self.tensor.name)));
+            return Err(mismatch(format!(
+                "verify: '{}' is longer in the source",
+                self.tensor.name
+            )));
         }
         self.buf.resize(data.len(), 0);
         let s = &self.out.storages()[self.tensor.storage];

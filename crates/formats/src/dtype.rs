@@ -181,9 +181,10 @@ impl DType {
             "f32" | "fp32" => Some(DType::F32),
             "f64" | "fp64" => Some(DType::F64),
             _ => DType::from_torch_name(&s).or_else(|| {
-                DType::ALL
-                    .into_iter()
-                    .find(|d| d.safetensors_name().is_some_and(|n| n.eq_ignore_ascii_case(&s)))
+                DType::ALL.into_iter().find(|d| {
+                    d.safetensors_name()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(&s))
+                })
             }),
         }
     }

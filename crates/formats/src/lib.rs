@@ -27,4 +27,6 @@ pub use dtype::DType;
 pub use error::{FormatError, Result};
 pub use output::{AtomicDir, AtomicFile, OutTensor};
 pub use source::Storage;
-pub use store::{detect_format, Format, NonTensor, OpenOptions, TensorInfo, TensorStore, TensorView};
+pub use store::{
+    detect_format, Format, NonTensor, OpenOptions, TensorInfo, TensorStore, TensorView,
+};

@@ -6,24 +6,35 @@ use crate::error::{FormatError, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Streams a tensor's contiguous little-endian bytes into a writer.
+pub type WriteBytes<'a> = Box<dyn FnMut(&mut dyn Write) -> Result<()> + 'a>;
+
 /// A tensor to write: its description and a way to stream its contiguous little-endian bytes.
 pub struct OutTensor<'a> {
     pub name: String,
     pub dtype: DType,
     pub shape: Vec<usize>,
     pub nbytes: u64,
-    pub write: Box<dyn FnMut(&mut dyn Write) -> Result<()> + 'a>,
+    pub write: WriteBytes<'a>,
 }
 
 impl<'a> OutTensor<'a> {
     /// A tensor whose bytes are already in memory.
-    pub fn from_bytes(name: impl Into<String>, dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> OutTensor<'a> {
+    pub fn from_bytes(
+        name: impl Into<String>,
+        dtype: DType,
+        shape: Vec<usize>,
+        bytes: Vec<u8>,
+    ) -> OutTensor<'a> {
         OutTensor {
             name: name.into(),
             dtype,
             shape,
             nbytes: bytes.len() as u64,
-            write: Box::new(move |w| w.write_all(&bytes).map_err(|e| FormatError::io("<output>", e))),
+            write: Box::new(move |w| {
+                w.write_all(&bytes)
+                    .map_err(|e| FormatError::io("<output>", e))
+            }),
         }
     }
 

@@ -15,7 +15,10 @@ pub struct ShardIndex {
 }
 
 /// Index names, in order of preference.
-const INDEX_NAMES: [&str; 2] = ["model.safetensors.index.json", "pytorch_model.bin.index.json"];
+const INDEX_NAMES: [&str; 2] = [
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+];
 const CHECKPOINT_EXTENSIONS: [&str; 6] = ["safetensors", "bin", "pth", "pt", "ckpt", "pkl"];
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -42,7 +45,10 @@ pub fn find_index(dir: &Path) -> Result<Option<PathBuf>> {
             return Ok(Some(p.clone()));
         }
     }
-    let others: Vec<&PathBuf> = files.iter().filter(|p| file_name(p).ends_with(".index.json")).collect();
+    let others: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| file_name(p).ends_with(".index.json"))
+        .collect();
     match others.as_slice() {
         [] => Ok(None),
         [one] => Ok(Some((*one).clone())),
@@ -93,9 +99,14 @@ pub fn single_checkpoint_in(dir: &Path) -> Result<PathBuf> {
 /// Reads and checks an index json: size-limited, every shard a plain file name in `dir`.
 pub fn read_index(index: &Path) -> Result<ShardIndex> {
     const MAX_INDEX_BYTES: u64 = 256 << 20;
-    let len = std::fs::metadata(index).map_err(|e| FormatError::io(index, e))?.len();
+    let len = std::fs::metadata(index)
+        .map_err(|e| FormatError::io(index, e))?
+        .len();
     if len > MAX_INDEX_BYTES {
-        return Err(FormatError::corrupt(index, format!("index of {len} bytes is implausibly large")));
+        return Err(FormatError::corrupt(
+            index,
+            format!("index of {len} bytes is implausibly large"),
+        ));
     }
     let text = std::fs::read(index).map_err(|e| FormatError::io(index, e))?;
     let parsed: ShardIndex = serde_json::from_slice(&text)

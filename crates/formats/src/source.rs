@@ -19,10 +19,7 @@ pub(crate) struct SourceFile {
 impl SourceFile {
     pub fn open(path: &Path) -> Result<SourceFile> {
         let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| FormatError::io(path, e))?
-            .len();
+        let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
         if len == 0 {
             return Err(FormatError::corrupt(path, "the file is empty"));
         }

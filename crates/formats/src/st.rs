@@ -22,7 +22,9 @@ pub(crate) struct StFile {
 
 /// Parses and validates the header of `bytes` (a whole file): size limits, JSON, dtypes, offsets
 /// that tile the data buffer exactly. Reads no tensor data.
-pub fn parse_header(bytes: &[u8]) -> std::result::Result<(usize, safetensors::tensor::Metadata), String> {
+pub fn parse_header(
+    bytes: &[u8],
+) -> std::result::Result<(usize, safetensors::tensor::Metadata), String> {
     if bytes.len() >= 8 {
         let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
         if n > (bytes.len() - 8) as u64 {
@@ -42,11 +44,12 @@ pub(crate) fn read_safetensors(src: &SourceFile, file_index: usize) -> Result<St
         .tensors()
         .into_iter()
         .map(|(name, info)| {
-            let dtype = DType::from_safetensors(info.dtype).ok_or_else(|| FormatError::BadTensor {
-                path: src.path.clone(),
-                tensor: name.clone(),
-                why: format!("dtype {:?} is not supported", info.dtype),
-            })?;
+            let dtype =
+                DType::from_safetensors(info.dtype).ok_or_else(|| FormatError::BadTensor {
+                    path: src.path.clone(),
+                    tensor: name.clone(),
+                    why: format!("dtype {:?} is not supported", info.dtype),
+                })?;
             let (s, e) = info.data_offsets;
             Ok(StTensor {
                 dtype,
@@ -106,9 +109,15 @@ pub(crate) fn header(
             .dtype
             .safetensors_name()
             .ok_or_else(|| format!("tensor '{}': safetensors cannot store {}", t.name, t.dtype))?;
-        let expected = t.shape.iter().try_fold(t.dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64));
+        let expected = t
+            .shape
+            .iter()
+            .try_fold(t.dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64));
         if expected != Some(t.nbytes) {
-            return Err(format!("tensor '{}': {} bytes do not match shape {:?}", t.name, t.nbytes, t.shape));
+            return Err(format!(
+                "tensor '{}': {} bytes do not match shape {:?}",
+                t.name, t.nbytes, t.shape
+            ));
         }
         sep(&mut json);
         json.push_str(&serde_json::to_string(&t.name).map_err(|e| e.to_string())?);

@@ -42,7 +42,11 @@ pub fn detect_format(path: &Path, head: &[u8]) -> Result<Format> {
         return Ok(Format::TorchZip);
     }
     // PROTO n, LONG1 of 10 bytes: the legacy magic number.
-    if head.len() >= 14 && head[0] == 0x80 && head[2..4] == [0x8a, 0x0a] && head[4..14] == torch::LEGACY_MAGIC {
+    if head.len() >= 14
+        && head[0] == 0x80
+        && head[2..4] == [0x8a, 0x0a]
+        && head[4..14] == torch::LEGACY_MAGIC
+    {
         return Ok(Format::TorchLegacy);
     }
     // An 8-byte header length, then the JSON header.
@@ -52,9 +56,15 @@ pub fn detect_format(path: &Path, head: &[u8]) -> Result<Format> {
     let why = if head.first() == Some(&0x80) {
         "a Python pickle, but not one written by torch.save".to_string()
     } else if head.len() < 9 {
-        format!("neither safetensors nor a PyTorch checkpoint: only {} bytes long", head.len())
+        format!(
+            "neither safetensors nor a PyTorch checkpoint: only {} bytes long",
+            head.len()
+        )
     } else {
-        format!("neither safetensors nor a PyTorch checkpoint: starts with bytes {:02x?}", &head[..8])
+        format!(
+            "neither safetensors nor a PyTorch checkpoint: starts with bytes {:02x?}",
+            &head[..8]
+        )
     };
     Err(FormatError::UnknownFormat {
         path: path.to_path_buf(),
@@ -250,11 +260,18 @@ impl TensorStore {
         Ok(added)
     }
 
-    fn add_torch(&mut self, path: &Path, f: torch::TorchFile, opts: &OpenOptions) -> Result<Vec<String>> {
-        let choice = tree::choose_root(&f.root, opts.key.as_deref()).map_err(|why| {
-            FormatError::Invalid(format!("{}: {why}", path.display()))
-        })?;
-        let chosen = f.root.at_path(choice.key().unwrap_or("")).expect("choose_root checked the path");
+    fn add_torch(
+        &mut self,
+        path: &Path,
+        f: torch::TorchFile,
+        opts: &OpenOptions,
+    ) -> Result<Vec<String>> {
+        let choice = tree::choose_root(&f.root, opts.key.as_deref())
+            .map_err(|why| FormatError::Invalid(format!("{}: {why}", path.display())))?;
+        let chosen = f
+            .root
+            .at_path(choice.key().unwrap_or(""))
+            .expect("choose_root checked the path");
         // Entries beside the chosen one are reported, never silently dropped.
         if let (Some(key), Node::Dict(entries)) = (choice.key(), &f.root) {
             for (name, node) in entries {
@@ -267,8 +284,11 @@ impl TensorStore {
 
         let base = self.storages.len();
         let keys: Vec<&String> = f.storages.keys().collect();
-        let storage_index: HashMap<&str, usize> =
-            keys.iter().enumerate().map(|(i, k)| (k.as_str(), base + i)).collect();
+        let storage_index: HashMap<&str, usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), base + i))
+            .collect();
         let mut added = Vec::new();
         for leaf in tree::flatten(chosen) {
             match leaf {
@@ -295,7 +315,11 @@ impl TensorStore {
     }
 
     fn push_tensor(&mut self, path: &Path, info: TensorInfo) -> Result<()> {
-        if self.by_name.insert(info.name.clone(), self.tensors.len()).is_some() {
+        if self
+            .by_name
+            .insert(info.name.clone(), self.tensors.len())
+            .is_some()
+        {
             return Err(FormatError::BadTensor {
                 path: path.to_path_buf(),
                 tensor: info.name,
@@ -362,7 +386,10 @@ impl TensorStore {
     pub fn shared_storage_groups(&self) -> Vec<Vec<String>> {
         let mut by_storage: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         for t in &self.tensors {
-            by_storage.entry(t.storage).or_default().push(t.name.clone());
+            by_storage
+                .entry(t.storage)
+                .or_default()
+                .push(t.name.clone());
         }
         by_storage.into_values().filter(|g| g.len() > 1).collect()
     }
@@ -392,7 +419,10 @@ impl TensorStore {
                 }
             }
             if let crate::source::Location::Deflated { .. } = s.location {
-                w.push(format!("{} is in a compressed zip entry; it is inflated to be read", t.name));
+                w.push(format!(
+                    "{} is in a compressed zip entry; it is inflated to be read",
+                    t.name
+                ));
             }
         }
         w
@@ -541,7 +571,13 @@ impl<'a> TensorView<'a> {
                 Cow::Owned(b) => Cow::Owned(b[start..start + n * es].to_vec()),
             };
         }
-        Cow::Owned(gather(&self.storage, es, &self.shape, &self.strides, self.offset))
+        Cow::Owned(gather(
+            &self.storage,
+            es,
+            &self.shape,
+            &self.strides,
+            self.offset,
+        ))
     }
 }
 
@@ -554,7 +590,11 @@ fn gather(src: &[u8], es: usize, shape: &[usize], strides: &[usize], offset: usi
     }
     let rank = shape.len();
     let mut idx = vec![0usize; rank];
-    let (inner, inner_stride) = if rank == 0 { (1, 1) } else { (shape[rank - 1], strides[rank - 1]) };
+    let (inner, inner_stride) = if rank == 0 {
+        (1, 1)
+    } else {
+        (shape[rank - 1], strides[rank - 1])
+    };
     loop {
         let base = offset + idx.iter().zip(strides).map(|(i, s)| i * s).sum::<usize>();
         if inner_stride == 1 {

@@ -38,7 +38,11 @@ impl Node {
     pub fn describe(&self) -> String {
         match self {
             Node::Tensor(_) => "tensor".into(),
-            Node::Dict(d) => format!("dict ({} entries, {} tensors)", d.len(), self.tensor_count()),
+            Node::Dict(d) => format!(
+                "dict ({} entries, {} tensors)",
+                d.len(),
+                self.tensor_count()
+            ),
             Node::List(l) => format!("list ({} items, {} tensors)", l.len(), self.tensor_count()),
             Node::Scalar(Json::Null) => "None".into(),
             Node::Scalar(Json::Bool(_)) => "bool".into(),
@@ -54,7 +58,9 @@ impl Node {
     pub fn to_json(&self) -> Json {
         match self {
             Node::Tensor(_) => Json::String("<tensor>".into()),
-            Node::Dict(d) => Json::Object(d.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
+            Node::Dict(d) => {
+                Json::Object(d.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
             Node::List(l) => Json::Array(l.iter().map(Node::to_json).collect()),
             Node::Scalar(s) => s.clone(),
             Node::Opaque { class, state } => match state {
@@ -181,7 +187,11 @@ pub fn choose_root(root: &Node, requested: Option<&str>) -> Result<RootChoice, S
 
 fn top_level_keys(root: &Node) -> String {
     match root {
-        Node::Dict(d) if !d.is_empty() => d.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", "),
+        Node::Dict(d) if !d.is_empty() => d
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         _ => format!("none: the root is a {}", root.describe()),
     }
 }
@@ -210,7 +220,11 @@ fn flatten_into<'a>(node: &'a Node, prefix: String, out: &mut Vec<Leaf<'a>>) {
     };
     match node {
         Node::Tensor(i) => out.push(Leaf::Tensor {
-            name: if prefix.is_empty() { "tensor".into() } else { prefix },
+            name: if prefix.is_empty() {
+                "tensor".into()
+            } else {
+                prefix
+            },
             index: *i,
         }),
         Node::Dict(d) if d.is_empty() => out.push(Leaf::Other { name: prefix, node }),
@@ -219,7 +233,9 @@ fn flatten_into<'a>(node: &'a Node, prefix: String, out: &mut Vec<Leaf<'a>>) {
                 flatten_into(v, join(k), out);
             }
         }
-        Node::List(l) if l.iter().all(|n| n.tensor_count() == 0) => out.push(Leaf::Other { name: prefix, node }),
+        Node::List(l) if l.iter().all(|n| n.tensor_count() == 0) => {
+            out.push(Leaf::Other { name: prefix, node })
+        }
         Node::List(l) => {
             for (i, v) in l.iter().enumerate() {
                 flatten_into(v, join(&i.to_string()), out);
@@ -241,8 +257,14 @@ mod tests {
     #[test]
     fn training_checkpoint_picks_model_and_reports_the_rest() {
         let ckpt = dict(vec![
-            ("model", dict(vec![("w", Node::Tensor(0)), ("b", Node::Tensor(1))])),
-            ("optimizer", dict(vec![("state", Node::List(vec![Node::Tensor(2)]))])),
+            (
+                "model",
+                dict(vec![("w", Node::Tensor(0)), ("b", Node::Tensor(1))]),
+            ),
+            (
+                "optimizer",
+                dict(vec![("state", Node::List(vec![Node::Tensor(2)]))]),
+            ),
             ("epoch", Node::Scalar(299.into())),
         ]);
         let choice = choose_root(&ckpt, None).unwrap();
@@ -255,9 +277,14 @@ mod tests {
             RootChoice::Automatic { why, .. } => assert!(why.contains("all 1 tensors")),
             other => panic!("{other:?}"),
         }
-        let flat = dict(vec![("w", Node::Tensor(0)), ("model", dict(vec![("x", Node::Tensor(1))]))]);
+        let flat = dict(vec![
+            ("w", Node::Tensor(0)),
+            ("model", dict(vec![("x", Node::Tensor(1))])),
+        ]);
         assert_eq!(choose_root(&flat, None).unwrap(), RootChoice::Whole);
-        assert!(choose_root(&flat, Some("nope")).unwrap_err().contains("w, model"));
+        assert!(choose_root(&flat, Some("nope"))
+            .unwrap_err()
+            .contains("w, model"));
     }
 
     #[test]

@@ -13,7 +13,10 @@ fn fixtures() -> PathBuf {
 }
 
 fn sha(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// name -> (dtype, shape, sha256) as the store reads them.
@@ -24,7 +27,10 @@ fn digest(store: &TensorStore) -> BTreeMap<String, (String, Vec<usize>, String)>
         .map(|t| {
             let bytes = store.bytes(t).unwrap();
             assert_eq!(bytes.len() as u64, t.nbytes(), "{}", t.name);
-            (t.name.clone(), (t.dtype.to_string(), t.shape.clone(), sha(&bytes)))
+            (
+                t.name.clone(),
+                (t.dtype.to_string(), t.shape.clone(), sha(&bytes)),
+            )
         })
         .collect()
 }
@@ -35,10 +41,19 @@ fn expected(tensors: &Value) -> BTreeMap<String, (String, Vec<usize>, String)> {
         .unwrap()
         .iter()
         .map(|(name, d)| {
-            let shape = d["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+            let shape = d["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
             (
                 name.clone(),
-                (d["dtype"].as_str().unwrap().to_string(), shape, d["sha256"].as_str().unwrap().to_string()),
+                (
+                    d["dtype"].as_str().unwrap().to_string(),
+                    shape,
+                    d["sha256"].as_str().unwrap().to_string(),
+                ),
             )
         })
         .collect()
@@ -58,15 +73,24 @@ fn expectation_files() -> Vec<(PathBuf, Value)> {
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(out.len() >= 10, "fixtures missing: run fixtures/gen/make_formats.py");
+    assert!(
+        out.len() >= 10,
+        "fixtures missing: run fixtures/gen/make_formats.py"
+    );
     out
 }
 
 #[test]
 fn every_fixture_reads_as_torch_wrote_it() {
     for (fixture, json) in expectation_files() {
-        let store = TensorStore::open(&fixture).unwrap_or_else(|e| panic!("{}: {e}", fixture.display()));
-        assert_eq!(digest(&store), expected(&json["tensors"]), "{}", fixture.display());
+        let store =
+            TensorStore::open(&fixture).unwrap_or_else(|e| panic!("{}: {e}", fixture.display()));
+        assert_eq!(
+            digest(&store),
+            expected(&json["tensors"]),
+            "{}",
+            fixture.display()
+        );
     }
 }
 
@@ -93,48 +117,103 @@ fn formats_are_detected_from_content() {
 #[test]
 fn training_checkpoint_keys_and_non_tensor_entries() {
     let path = fixtures().join("formats/training_checkpoint.pth");
-    let json: Value = serde_json::from_slice(&std::fs::read(fixtures().join("formats/training_checkpoint.pth.expected.json")).unwrap()).unwrap();
+    let json: Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("formats/training_checkpoint.pth.expected.json")).unwrap(),
+    )
+    .unwrap();
     let store = TensorStore::open(&path).unwrap();
     assert_eq!(store.root_choice().key(), Some("model"));
-    let skipped: BTreeMap<&str, &illama_formats::NonTensor> =
-        store.skipped().iter().map(|e| (e.name.as_str(), e)).collect();
+    let skipped: BTreeMap<&str, &illama_formats::NonTensor> = store
+        .skipped()
+        .iter()
+        .map(|e| (e.name.as_str(), e))
+        .collect();
     assert_eq!(skipped["epoch"].value, json["non_tensor"]["epoch"]);
-    assert_eq!(skipped["max_accuracy"].value, json["non_tensor"]["max_accuracy"]);
+    assert_eq!(
+        skipped["max_accuracy"].value,
+        json["non_tensor"]["max_accuracy"]
+    );
     assert_eq!(skipped["args"].kind, "argparse.Namespace");
     assert_eq!(skipped["args"].value, json["non_tensor"]["args"]);
     assert_eq!(skipped["model_ema"].tensors, 8);
     assert!(skipped["optimizer"].tensors > 0);
 
-    let ema = TensorStore::open_with(&path, &OpenOptions { key: Some("model_ema".into()), strip_prefix: None }).unwrap();
+    let ema = TensorStore::open_with(
+        &path,
+        &OpenOptions {
+            key: Some("model_ema".into()),
+            strip_prefix: None,
+        },
+    )
+    .unwrap();
     assert_eq!(digest(&ema), expected(&json["by_key"]["model_ema"]));
 
-    let stripped = TensorStore::open_with(&path, &OpenOptions { key: None, strip_prefix: Some("bn.".into()) }).unwrap();
+    let stripped = TensorStore::open_with(
+        &path,
+        &OpenOptions {
+            key: None,
+            strip_prefix: Some("bn.".into()),
+        },
+    )
+    .unwrap();
     assert!(stripped.get("running_mean").is_some() && stripped.get("lin.weight").is_some());
 
-    let err = TensorStore::open_with(&path, &OpenOptions { key: Some("nope".into()), strip_prefix: None }).unwrap_err();
-    assert!(err.to_string().contains("model, model_ema, optimizer"), "{err}");
+    let err = TensorStore::open_with(
+        &path,
+        &OpenOptions {
+            key: Some("nope".into()),
+            strip_prefix: None,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("model, model_ema, optimizer"),
+        "{err}"
+    );
 }
 
 #[test]
 fn shared_storages_and_strides_are_reported() {
     let store = TensorStore::open(fixtures().join("formats/layouts.pth")).unwrap();
     let groups = store.shared_storage_groups();
-    assert_eq!(groups, vec![vec!["weight", "weight_t", "rows_2_to_4", "column_3", "tied", "flat_tail"]]);
+    assert_eq!(
+        groups,
+        vec![vec![
+            "weight",
+            "weight_t",
+            "rows_2_to_4",
+            "column_3",
+            "tied",
+            "flat_tail"
+        ]]
+    );
     let t = store.get("weight_t").unwrap();
     assert!(!t.is_contiguous());
     assert_eq!(t.strides, vec![1, 7]);
     assert_eq!(store.get("rows_2_to_4").unwrap().storage_offset, 14);
-    assert!(store.warnings().iter().any(|w| w.contains("not contiguous")));
+    assert!(store
+        .warnings()
+        .iter()
+        .any(|w| w.contains("not contiguous")));
 }
 
 #[test]
 fn mapped_tensors_are_borrowed_not_copied() {
     let store = TensorStore::open(fixtures().join("formats/dtypes.safetensors")).unwrap();
     let t = store.get("f32").unwrap();
-    assert!(matches!(store.bytes(t).unwrap(), std::borrow::Cow::Borrowed(_)));
+    assert!(matches!(
+        store.bytes(t).unwrap(),
+        std::borrow::Cow::Borrowed(_)
+    ));
     let store = TensorStore::open(fixtures().join("formats/layouts.pth")).unwrap();
-    assert!(matches!(store.bytes(store.get("rows_2_to_4").unwrap()).unwrap(), std::borrow::Cow::Borrowed(_)));
-    assert!(matches!(store.bytes(store.get("weight_t").unwrap()).unwrap(), std::borrow::Cow::Owned(_)));
+    assert!(matches!(
+        store.bytes(store.get("rows_2_to_4").unwrap()).unwrap(),
+        std::borrow::Cow::Borrowed(_)
+    ));
+    assert!(matches!(
+        store.bytes(store.get("weight_t").unwrap()).unwrap(),
+        std::borrow::Cow::Owned(_)
+    ));
 }
 
 fn convert_to(input: &Path, output: &Path, to: TargetFormat) {
@@ -144,7 +223,8 @@ fn convert_to(input: &Path, output: &Path, to: TargetFormat) {
         verify: true,
         ..Default::default()
     };
-    convert(input, &opts, &NoProgress).unwrap_or_else(|e| panic!("{} -> {}: {e}", input.display(), output.display()));
+    convert(input, &opts, &NoProgress)
+        .unwrap_or_else(|e| panic!("{} -> {}: {e}", input.display(), output.display()));
 }
 
 #[test]
@@ -152,7 +232,11 @@ fn round_trips_keep_names_and_bytes() {
     let dir = tempfile::tempdir().unwrap();
     for (fixture, json) in expectation_files() {
         let want = expected(&json["tensors"]);
-        let stem = fixture.file_name().unwrap().to_string_lossy().replace('.', "_");
+        let stem = fixture
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace('.', "_");
         let st1 = dir.path().join(format!("{stem}-1.safetensors"));
         let pth = dir.path().join(format!("{stem}-2.pth"));
         let st2 = dir.path().join(format!("{stem}-3.safetensors"));
@@ -166,13 +250,21 @@ fn round_trips_keep_names_and_bytes() {
         // The safetensors outputs are valid for the reference parser too.
         for p in [&st1, &st2] {
             let files: Vec<PathBuf> = if p.is_dir() {
-                std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).filter(|f| f.extension().is_some_and(|e| e == "safetensors")).collect()
+                std::fs::read_dir(p)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .filter(|f| f.extension().is_some_and(|e| e == "safetensors"))
+                    .collect()
             } else {
                 vec![p.clone()]
             };
             let count: usize = files
                 .iter()
-                .map(|f| safetensors::SafeTensors::deserialize(&std::fs::read(f).unwrap()).unwrap().len())
+                .map(|f| {
+                    safetensors::SafeTensors::deserialize(&std::fs::read(f).unwrap())
+                        .unwrap()
+                        .len()
+                })
                 .sum();
             assert_eq!(count, want.len(), "{}", p.display());
         }
@@ -200,7 +292,10 @@ fn sharded_output_mirrors_input_and_respects_max_size() {
     };
     let report = convert(&input, &opts, &NoProgress).unwrap();
     assert!(report.files.len() >= 3, "{report:?}");
-    assert!(report.files.iter().all(|f| f.sha256.as_ref().is_some_and(|h| h.len() == 64)));
+    assert!(report
+        .files
+        .iter()
+        .all(|f| f.sha256.as_ref().is_some_and(|h| h.len() == 64)));
     assert_eq!(digest(&TensorStore::open(&out).unwrap()), want);
 }
 
@@ -209,7 +304,15 @@ fn metadata_records_provenance_and_small_entries() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixtures().join("formats/training_checkpoint.pth");
     let out = dir.path().join("ckpt.safetensors");
-    let report = convert(&input, &ConvertOptions { output: Some(out.clone()), ..Default::default() }, &NoProgress).unwrap();
+    let report = convert(
+        &input,
+        &ConvertOptions {
+            output: Some(out.clone()),
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
     let store = TensorStore::open(&out).unwrap();
     let md = store.metadata();
     assert_eq!(md["format"], "pt");
@@ -219,7 +322,10 @@ fn metadata_records_provenance_and_small_entries() {
     let args: Value = serde_json::from_str(&md["args"]).unwrap();
     assert_eq!(args["model"], "illama_tiny");
     assert!(report.not_converted.iter().any(|n| n.name == "optimizer"));
-    assert!(report.not_converted.iter().any(|n| n.name == "model_ema" && n.why.contains("--key model_ema")));
+    assert!(report
+        .not_converted
+        .iter()
+        .any(|n| n.name == "model_ema" && n.why.contains("--key model_ema")));
 }
 
 #[test]
@@ -236,9 +342,24 @@ fn dtype_cast_rounds_like_torch() {
     convert(&input, &opts, &NoProgress).unwrap();
     let src = TensorStore::open(&input).unwrap();
     let dst = TensorStore::open(&out).unwrap();
-    let f32s: Vec<f32> = src.bytes(src.get("f32").unwrap()).unwrap().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-    let halves: Vec<half::f16> = dst.bytes(dst.get("f32").unwrap()).unwrap().chunks(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect();
-    assert_eq!(halves, f32s.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>());
+    let f32s: Vec<f32> = src
+        .bytes(src.get("f32").unwrap())
+        .unwrap()
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let halves: Vec<half::f16> = dst
+        .bytes(dst.get("f32").unwrap())
+        .unwrap()
+        .chunks(2)
+        .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    assert_eq!(
+        halves,
+        f32s.iter()
+            .map(|&v| half::f16::from_f32(v))
+            .collect::<Vec<_>>()
+    );
     // Integer tensors keep their type.
     assert_eq!(dst.get("i64").unwrap().dtype, illama_formats::DType::I64);
     assert_eq!(dst.get("f16").unwrap().dtype, illama_formats::DType::F16);
@@ -256,7 +377,8 @@ fn read_everything(path: &Path) -> Result<usize, String> {
 #[test]
 fn hostile_inputs_get_clear_errors() {
     let dir = fixtures().join("hostile");
-    let cases: Value = serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
+    let cases: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
     let canary = Path::new(cases["canary"].as_str().unwrap());
     let _ = std::fs::remove_file(canary);
     let out = tempfile::tempdir().unwrap();
@@ -274,17 +396,36 @@ fn hostile_inputs_get_clear_errors() {
                 convert(&file, &opts, &NoProgress).unwrap_err().to_string()
             }
         };
-        assert!(err.contains(want), "{}: error '{err}' lacks '{want}'", file.display());
-        assert!(err.contains(case["file"].as_str().unwrap()) || err.contains("no tensors"), "{}: error does not name the file: {err}", file.display());
+        assert!(
+            err.contains(want),
+            "{}: error '{err}' lacks '{want}'",
+            file.display()
+        );
+        assert!(
+            err.contains(case["file"].as_str().unwrap()) || err.contains("no tensors"),
+            "{}: error does not name the file: {err}",
+            file.display()
+        );
     }
     assert!(!canary.exists(), "a pickle's command was executed");
-    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "partial output left behind");
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "partial output left behind"
+    );
 }
 
 #[test]
 fn truncated_and_corrupted_files_never_panic() {
     let dir = fixtures().join("formats");
-    for name in ["dtypes.pth", "legacy.pth", "dtypes.safetensors", "compressed.pth", "protocol4.pth", "training_checkpoint.pth"] {
+    for name in [
+        "dtypes.pth",
+        "legacy.pth",
+        "dtypes.safetensors",
+        "compressed.pth",
+        "protocol4.pth",
+        "training_checkpoint.pth",
+    ] {
         let bytes = std::fs::read(dir.join(name)).unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join(name);
@@ -293,7 +434,11 @@ fn truncated_and_corrupted_files_never_panic() {
         for cut in (0..bytes.len()).step_by(step) {
             std::fs::write(&path, &bytes[..cut]).unwrap();
             let r = read_everything(&path);
-            assert!(r.is_err(), "{name} cut at {cut} of {} read as {r:?}", bytes.len());
+            assert!(
+                r.is_err(),
+                "{name} cut at {cut} of {} read as {r:?}",
+                bytes.len()
+            );
         }
         // Corrupted bytes may or may not be detected, but must never panic.
         let mut state = 0x9e3779b97f4a7c15u64;

@@ -16,7 +16,10 @@ pub enum Value {
     Dict(Vec<(Id, Id)>),
     Set(Vec<Id>),
     /// A module attribute named by `GLOBAL`/`STACK_GLOBAL`. Never imported.
-    Global { module: String, name: String },
+    Global {
+        module: String,
+        name: String,
+    },
     /// The result of a call (`REDUCE`, `NEWOBJ`, `INST`, `OBJ`), never performed.
     Object(Object),
     PersistentId(Id),

@@ -14,9 +14,7 @@ impl Default for PickleWriter {
 
 impl PickleWriter {
     pub fn new() -> Self {
-        PickleWriter {
-            buf: vec![0x80, 2],
-        }
+        PickleWriter { buf: vec![0x80, 2] }
     }
 
     pub fn global(&mut self, module: &str, name: &str) {
@@ -71,8 +69,7 @@ impl PickleWriter {
 
     pub fn str(&mut self, s: &str) {
         self.buf.push(b'X');
-        self.buf
-            .extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(s.as_bytes());
     }
 
@@ -96,7 +93,8 @@ impl PickleWriter {
             let mut n = 8;
             while n > 1 {
                 let (last, prev) = (bytes[n - 1], bytes[n - 2]);
-                let redundant = (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0);
+                let redundant =
+                    (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0);
                 if !redundant {
                     break;
                 }
@@ -129,9 +127,23 @@ mod tests {
 
     #[test]
     fn ints_round_trip_through_the_reader() {
-        for v in [0i64, 1, 255, 256, 65535, 65536, -1, -129, i32::MAX as i64, i32::MIN as i64,
-            1 << 31, -(1 << 31) - 1, 1 << 40, i64::MAX, i64::MIN]
-        {
+        for v in [
+            0i64,
+            1,
+            255,
+            256,
+            65535,
+            65536,
+            -1,
+            -129,
+            i32::MAX as i64,
+            i32::MIN as i64,
+            1 << 31,
+            -(1 << 31) - 1,
+            1 << 40,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let mut w = PickleWriter::new();
             w.int(v);
             let p = parse(&w.finish()).unwrap();

@@ -32,7 +32,10 @@ pub(crate) fn read_legacy(src: &SourceFile, file_index: usize) -> Result<TorchFi
     if proto.get(proto.root) != &Value::Int(1001) {
         return Err(FormatError::Unsupported {
             path: src.path.clone(),
-            why: format!("legacy protocol version {:?}, expected 1001", proto.get(proto.root)),
+            why: format!(
+                "legacy protocol version {:?}, expected 1001",
+                proto.get(proto.root)
+            ),
         });
     }
     let sys_info = next("system info")?;
@@ -102,13 +105,18 @@ pub(crate) fn read_legacy(src: &SourceFile, file_index: usize) -> Result<TorchFi
                 root.as_str(),
                 offset
                     .checked_mul(decl.dtype.size() as u64)
-                    .ok_or_else(|| corrupt(format!("storage view '{key}' has an impossible offset")))?,
+                    .ok_or_else(|| {
+                        corrupt(format!("storage view '{key}' has an impossible offset"))
+                    })?,
             ),
         };
         let &(start, available) = roots
             .get(root_key)
             .ok_or_else(|| corrupt(format!("storage '{root_key}' is used but has no data")))?;
-        if offset_bytes.checked_add(nbytes).is_none_or(|end| end > available) {
+        if offset_bytes
+            .checked_add(nbytes)
+            .is_none_or(|end| end > available)
+        {
             return Err(corrupt(format!(
                 "storage '{key}' claims {nbytes} bytes but its data holds {available}"
             )));

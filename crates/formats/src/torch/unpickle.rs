@@ -85,7 +85,9 @@ impl Interpreter<'_> {
             ));
         }
         if self.path.len() >= MAX_DEPTH {
-            return Err(format!("objects are nested more than {MAX_DEPTH} levels deep"));
+            return Err(format!(
+                "objects are nested more than {MAX_DEPTH} levels deep"
+            ));
         }
         if self.path.contains(&id) {
             return Ok(Node::Opaque {
@@ -111,9 +113,12 @@ impl Interpreter<'_> {
                 class: format!("bytes[{}]", b.len()),
                 state: None,
             },
-            Value::Tuple(items) | Value::List(items) | Value::Set(items) => {
-                Node::List(items.iter().map(|&i| self.node(i)).collect::<Result<_, _>>()?)
-            }
+            Value::Tuple(items) | Value::List(items) | Value::Set(items) => Node::List(
+                items
+                    .iter()
+                    .map(|&i| self.node(i))
+                    .collect::<Result<_, _>>()?,
+            ),
             Value::Dict(pairs) => self.dict(&pairs)?,
             Value::Global { module, name } => Node::Opaque {
                 class: format!("{module}.{name}"),
@@ -225,7 +230,9 @@ impl Interpreter<'_> {
                 let state = match (o.state, args.is_empty()) {
                     (Some(s), _) => Some(Box::new(self.node(s)?)),
                     (None, false) => Some(Box::new(self.node(o.args)?)),
-                    (None, true) if !o.dict_items.is_empty() => Some(Box::new(self.dict(&o.dict_items)?)),
+                    (None, true) if !o.dict_items.is_empty() => {
+                        Some(Box::new(self.dict(&o.dict_items)?))
+                    }
                     (None, true) => None,
                 };
                 Ok(Node::Opaque { class, state })
@@ -263,7 +270,10 @@ impl Interpreter<'_> {
     fn tensor(&mut self, class: &str, args: &[Id]) -> Result<RawTensor, String> {
         let needed = if class.ends_with("_v3") { 7 } else { 4 };
         if args.len() < needed {
-            return Err(format!("expected at least {needed} arguments, got {}", args.len()));
+            return Err(format!(
+                "expected at least {needed} arguments, got {}",
+                args.len()
+            ));
         }
         let (key, storage_dtype) = self.storage(args[0])?;
         let storage_offset = self.int(args[1], "storage offset")? as usize;
@@ -374,10 +384,17 @@ impl Interpreter<'_> {
     fn bytes_of(&self, id: Id) -> Option<Vec<u8>> {
         match self.v(id) {
             Value::Bytes(b) => Some(b.clone()),
-            Value::Object(o) if self.global_name(o.callable).as_deref() == Some("_codecs.encode") => {
+            Value::Object(o)
+                if self.global_name(o.callable).as_deref() == Some("_codecs.encode") =>
+            {
                 let args = self.tuple_items(o.args);
-                match (args.first().map(|&i| self.v(i)), args.get(1).map(|&i| self.v(i))) {
-                    (Some(Value::Str(text)), Some(Value::Str(enc))) if enc == "latin1" || enc == "latin-1" => {
+                match (
+                    args.first().map(|&i| self.v(i)),
+                    args.get(1).map(|&i| self.v(i)),
+                ) {
+                    (Some(Value::Str(text)), Some(Value::Str(enc)))
+                        if enc == "latin1" || enc == "latin-1" =>
+                    {
                         text.chars().map(|c| u8::try_from(c as u32).ok()).collect()
                     }
                     _ => None,
@@ -390,7 +407,9 @@ impl Interpreter<'_> {
     fn numpy_scalar(&self, args: &[Id]) -> Option<Node> {
         let [dtype, data] = args[..] else { return None };
         let bytes = self.bytes_of(data)?;
-        let Value::Object(d) = self.v(dtype) else { return None };
+        let Value::Object(d) = self.v(dtype) else {
+            return None;
+        };
         let code = match self.tuple_items(d.args).first().map(|&i| self.v(i)) {
             Some(Value::Str(s)) => s.clone(),
             _ => return None,

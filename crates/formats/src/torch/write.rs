@@ -22,9 +22,11 @@ pub fn write_pth(
     let io = |e: std::io::Error| FormatError::io("<output>", e);
     let mut zip = ZipStream::new(out);
     let small = |zip: &mut ZipStream<'_>, name: &str, data: &[u8]| -> Result<()> {
-        zip.entry(&format!("{archive_name}/{name}"), data.len() as u64, &mut |w| {
-            w.write_all(data).map_err(io)
-        })
+        zip.entry(
+            &format!("{archive_name}/{name}"),
+            data.len() as u64,
+            &mut |w| w.write_all(data).map_err(io),
+        )
     };
     small(&mut zip, "data.pkl", &pickle)?;
     small(&mut zip, ".format_version", b"1")?;
@@ -94,11 +96,7 @@ fn tensor(p: &mut PickleWriter, t: &PthTensor<'_>, key: usize) {
     }
     p.str(&key.to_string());
     p.str("cpu");
-    let numel = if typed.is_some() {
-        t.numel()
-    } else {
-        t.nbytes
-    };
+    let numel = if typed.is_some() { t.numel() } else { t.nbytes };
     p.int(numel as i64);
     p.tuple_from_mark();
     p.persistent_id();
@@ -337,7 +335,9 @@ mod tests {
         let t = OutTensor::from_bytes("w", DType::F32, vec![3], vec![1u8; 12]);
         write_pth(&mut buf, "m", vec![t], None).unwrap();
         let mut z = zip::ZipArchive::new(std::io::Cursor::new(&buf)).unwrap();
-        let names: Vec<String> = (0..z.len()).map(|i| z.by_index_raw(i).unwrap().name().unwrap().to_string()).collect();
+        let names: Vec<String> = (0..z.len())
+            .map(|i| z.by_index_raw(i).unwrap().name().unwrap().to_string())
+            .collect();
         assert!(names.contains(&"m/data/0".to_string()), "{names:?}");
         let f = z.by_name("m/data/0").unwrap();
         assert_eq!(f.data_start().unwrap() % 64, 0);

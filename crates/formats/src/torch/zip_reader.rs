@@ -32,7 +32,10 @@ pub(crate) fn read_zip(src: &SourceFile, file_index: usize) -> Result<TorchFile>
             .data_start()
             .ok_or_else(|| corrupt(format!("zip entry {name}: no data offset")))?;
         let (compressed, size) = (f.compressed_size(), f.size());
-        if data_start.checked_add(compressed).is_none_or(|end| end > src.len()) {
+        if data_start
+            .checked_add(compressed)
+            .is_none_or(|end| end > src.len())
+        {
             return Err(corrupt(format!(
                 "zip entry {name} claims {compressed} bytes at offset {data_start}, past the end of the {}-byte file",
                 src.len()
@@ -52,7 +55,9 @@ pub(crate) fn read_zip(src: &SourceFile, file_index: usize) -> Result<TorchFile>
 
     let mut pickles: Vec<&String> = entries
         .keys()
-        .filter(|n| n.as_str() == "data.pkl" || (n.ends_with("/data.pkl") && n.matches('/').count() == 1))
+        .filter(|n| {
+            n.as_str() == "data.pkl" || (n.ends_with("/data.pkl") && n.matches('/').count() == 1)
+        })
         .collect();
     pickles.sort();
     let pkl_name = match pickles.as_slice() {
@@ -79,14 +84,18 @@ pub(crate) fn read_zip(src: &SourceFile, file_index: usize) -> Result<TorchFile>
     let mut storages = BTreeMap::new();
     for (key, decl) in &it.storages {
         let name = format!("{prefix}data/{key}");
-        let entry = entries
-            .get(&name)
-            .ok_or_else(|| corrupt(format!("the pickle names storage '{key}' but there is no entry {name}")))?;
+        let entry = entries.get(&name).ok_or_else(|| {
+            corrupt(format!(
+                "the pickle names storage '{key}' but there is no entry {name}"
+            ))
+        })?;
         let nbytes = decl
             .nbytes()
             .ok_or_else(|| corrupt(format!("storage '{key}' claims an impossible size")))?;
         if decl.view_of.is_some() {
-            return Err(corrupt(format!("storage '{key}' is a legacy storage view inside a zip file")));
+            return Err(corrupt(format!(
+                "storage '{key}' is a legacy storage view inside a zip file"
+            )));
         }
         if entry.size < nbytes {
             return Err(corrupt(format!(
