@@ -27,8 +27,7 @@ struct Cli {
 enum Command {
     Inspect(commands::inspect::Args),
     Convert(commands::convert::Args),
-    /// Select iLLaMA weights from a LLaMA checkpoint (not available yet).
-    Select(commands::unavailable::Args),
+    Select(commands::select::Args),
     /// Compute logits of an iLLaMA checkpoint for a tensor of images (not available yet).
     Logits(commands::unavailable::Args),
     /// Measure top-1/top-5 accuracy on ImageNet val (not available yet).
@@ -51,7 +50,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Convert(a) => commands::convert::run(a),
-        Command::Select(_) => return commands::unavailable::run("select"),
+        Command::Select(a) => commands::select::run(a),
         Command::Logits(_) => return commands::unavailable::run("logits"),
         Command::Verify(_) => return commands::unavailable::run("verify"),
         Command::Predict(_) => return commands::unavailable::run("predict"),

@@ -1,5 +1,6 @@
 pub mod convert;
 pub mod inspect;
+pub mod select;
 pub mod unavailable;
 
 /// `1.5 GB`-style sizes for people.

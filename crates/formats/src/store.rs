@@ -433,6 +433,25 @@ impl TensorStore {
         s.read_at(&self.files[s.file], at, buf)
     }
 
+    /// Tells the kernel we are done with a tensor's mapped pages, so that they stop counting
+    /// against this process's resident memory (they stay in the page cache). Reading the tensor
+    /// again simply maps them back in.
+    pub fn release(&self, t: &TensorInfo) {
+        let s = &self.storages[t.storage];
+        if let Some(start) = s.file_offset() {
+            let map = &self.files[s.file].map;
+            // SAFETY: the mapping is read-only and file-backed; MADV_DONTNEED only drops our page
+            // table entries, and later reads fault the same file contents back in.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start as usize,
+                    s.nbytes as usize,
+                )
+            };
+        }
+    }
+
     /// The bytes of the tensor's storage and the tensor's view into it.
     pub fn view(&self, t: &TensorInfo) -> Result<TensorView<'_>> {
         let s = &self.storages[t.storage];

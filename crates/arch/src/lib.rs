@@ -1,0 +1,260 @@
+//! What an iLLaMA network is, as numbers and names: the presets (tiny/small/base/large), the MLP
+//! width formula, the state-dict keys with their shapes, and the exact parameter count.
+//!
+//! This crate holds no tensors and no maths; weight selection and the Candle model both build on
+//! it so that the two agree on every shape and name. It must not know about files or devices.
+
+use serde::{Deserialize, Serialize};
+
+/// The shape of an iLLaMA network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IllamaConfig {
+    /// Embedding width D.
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    /// SwiGLU hidden width H (fc1/fc3 rows, fc2 columns).
+    pub mlp_hidden: usize,
+    pub patch_size: usize,
+    pub in_chans: usize,
+    pub num_classes: usize,
+    pub img_size: usize,
+}
+
+/// The named presets of the paper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    Tiny,
+    Small,
+    Base,
+    Large,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 4] = [Preset::Tiny, Preset::Small, Preset::Base, Preset::Large];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Tiny => "tiny",
+            Preset::Small => "small",
+            Preset::Base => "base",
+            Preset::Large => "large",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Preset> {
+        let s = s.to_ascii_lowercase();
+        let s = s
+            .strip_prefix("illama_")
+            .or_else(|| s.strip_prefix("illama-"))
+            .unwrap_or(&s);
+        Preset::ALL.into_iter().find(|p| {
+            p.name() == s || p.name().starts_with(s) && s.len() == 1 // t, s, b, l
+        })
+    }
+
+    pub fn config(self) -> IllamaConfig {
+        let (dim, depth, heads) = match self {
+            Preset::Tiny => (192, 12, 3),
+            Preset::Small => (384, 12, 6),
+            Preset::Base => (768, 12, 12),
+            Preset::Large => (1024, 24, 16),
+        };
+        IllamaConfig::new(dim, depth, heads)
+    }
+}
+
+/// The reference MLP width: `int(2 * 4D / 3)` rounded up to a multiple of 256.
+pub fn mlp_hidden_for(dim: usize) -> usize {
+    const MULTIPLE_OF: usize = 256;
+    let h = 2 * (4 * dim) / 3;
+    h.div_ceil(MULTIPLE_OF) * MULTIPLE_OF
+}
+
+/// Which tensor of a block a key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum BlockTensor {
+    Norm1,
+    QkvWeight,
+    QkvBias,
+    ProjWeight,
+    ProjBias,
+    Norm2,
+    /// gate
+    Fc1,
+    /// down
+    Fc2,
+    /// up
+    Fc3,
+}
+
+impl BlockTensor {
+    /// In the reference state dict's order.
+    pub const ALL: [BlockTensor; 9] = [
+        BlockTensor::Norm1,
+        BlockTensor::QkvWeight,
+        BlockTensor::QkvBias,
+        BlockTensor::ProjWeight,
+        BlockTensor::ProjBias,
+        BlockTensor::Norm2,
+        BlockTensor::Fc1,
+        BlockTensor::Fc2,
+        BlockTensor::Fc3,
+    ];
+
+    pub fn suffix(self) -> &'static str {
+        match self {
+            BlockTensor::Norm1 => "norm1.weight",
+            BlockTensor::QkvWeight => "attn.qkv.weight",
+            BlockTensor::QkvBias => "attn.qkv.bias",
+            BlockTensor::ProjWeight => "attn.proj.weight",
+            BlockTensor::ProjBias => "attn.proj.bias",
+            BlockTensor::Norm2 => "norm2.weight",
+            BlockTensor::Fc1 => "mlp.fc1.weight",
+            BlockTensor::Fc2 => "mlp.fc2.weight",
+            BlockTensor::Fc3 => "mlp.fc3.weight",
+        }
+    }
+
+    pub fn key(self, block: usize) -> String {
+        format!("blocks.{block}.{}", self.suffix())
+    }
+}
+
+impl IllamaConfig {
+    /// A 224-pixel, 1000-class network with the reference MLP width.
+    pub fn new(dim: usize, depth: usize, heads: usize) -> Self {
+        IllamaConfig {
+            dim,
+            depth,
+            heads,
+            mlp_hidden: mlp_hidden_for(dim),
+            patch_size: 16,
+            in_chans: 3,
+            num_classes: 1000,
+            img_size: 224,
+        }
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.heads
+    }
+
+    /// Patch tokens N = (img / patch)^2.
+    pub fn num_patches(&self) -> usize {
+        (self.img_size / self.patch_size).pow(2)
+    }
+
+    /// Checks the invariants the model relies on.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.dim == 0 || self.depth == 0 || self.heads == 0 || self.mlp_hidden == 0 {
+            return Err(format!("every dimension must be positive: {self:?}"));
+        }
+        if self.dim % self.heads != 0 {
+            return Err(format!(
+                "dim {} is not divisible by {} heads",
+                self.dim, self.heads
+            ));
+        }
+        if self.head_dim() % 2 != 0 {
+            return Err(format!(
+                "head dim {} must be even for rotary embeddings",
+                self.head_dim()
+            ));
+        }
+        if self.patch_size == 0 || self.img_size % self.patch_size != 0 {
+            return Err(format!(
+                "image size {} is not a multiple of patch size {}",
+                self.img_size, self.patch_size
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn block_shape(&self, t: BlockTensor) -> Vec<usize> {
+        let (d, h) = (self.dim, self.mlp_hidden);
+        match t {
+            BlockTensor::Norm1 | BlockTensor::Norm2 | BlockTensor::ProjBias => vec![d],
+            BlockTensor::QkvWeight => vec![3 * d, d],
+            BlockTensor::QkvBias => vec![3 * d],
+            BlockTensor::ProjWeight => vec![d, d],
+            BlockTensor::Fc1 | BlockTensor::Fc3 => vec![h, d],
+            BlockTensor::Fc2 => vec![d, h],
+        }
+    }
+
+    /// Every state-dict key with its shape, in the reference order.
+    pub fn state_dict_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let d = self.dim;
+        let mut out = vec![
+            ("cls_token".to_string(), vec![1, 1, d]),
+            ("pos_embed".to_string(), vec![1, self.num_patches() + 1, d]),
+            (
+                "patch_embed.proj.weight".to_string(),
+                vec![d, self.in_chans, self.patch_size, self.patch_size],
+            ),
+            ("patch_embed.proj.bias".to_string(), vec![d]),
+        ];
+        for i in 0..self.depth {
+            for t in BlockTensor::ALL {
+                out.push((t.key(i), self.block_shape(t)));
+            }
+        }
+        out.push(("norm.weight".to_string(), vec![d]));
+        out.push(("head.weight".to_string(), vec![self.num_classes, d]));
+        out.push(("head.bias".to_string(), vec![self.num_classes]));
+        out
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.state_dict_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_counts_match_the_reference_logs() {
+        assert_eq!(Preset::Tiny.config().parameter_count(), 5_701_096);
+        assert_eq!(Preset::Small.config().parameter_count(), 22_018_024);
+        assert_eq!(Preset::Base.config().parameter_count(), 86_502_376);
+        assert_eq!(Preset::Large.config().parameter_count(), 310_445_032);
+        let base384 = IllamaConfig {
+            img_size: 384,
+            ..Preset::Base.config()
+        };
+        assert_eq!(base384.parameter_count(), 86_794_216);
+        let base21k = IllamaConfig {
+            num_classes: 21841,
+            ..Preset::Base.config()
+        };
+        assert_eq!(base21k.parameter_count(), 93_769_426);
+        let large21k = IllamaConfig {
+            num_classes: 21841,
+            ..Preset::Large.config()
+        };
+        assert_eq!(large21k.parameter_count(), 320_131_282);
+    }
+
+    #[test]
+    fn mlp_widths() {
+        let widths: Vec<usize> = Preset::ALL.iter().map(|p| p.config().mlp_hidden).collect();
+        assert_eq!(widths, [512, 1024, 2048, 2816]);
+        assert_eq!(mlp_hidden_for(4096), 11008);
+    }
+
+    #[test]
+    fn preset_names() {
+        assert_eq!(Preset::parse("base"), Some(Preset::Base));
+        assert_eq!(Preset::parse("illama_tiny"), Some(Preset::Tiny));
+        assert_eq!(Preset::parse("B"), Some(Preset::Base));
+        assert_eq!(Preset::parse("huge"), None);
+        assert!(Preset::Tiny.config().validate().is_ok());
+        assert!(IllamaConfig::new(100, 2, 3).validate().is_err());
+    }
+}

@@ -1,0 +1,13 @@
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error(transparent)]
+    Format(#[from] illama_formats::FormatError),
+    #[error("teacher '{spec}' not found; looked at:\n{}", looked.iter().map(|p| format!("  {}", p.display())).collect::<Vec<_>>().join("\n"))]
+    TeacherNotFound { spec: String, looked: Vec<PathBuf> },
+    #[error("{0}")]
+    Teacher(String),
+    #[error("student: {0}")]
+    Student(String),
+}

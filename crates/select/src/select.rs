@@ -1,0 +1,469 @@
+//! Planning and writing a selection: which teacher elements feed each student tensor, gathered
+//! lazily while the output file is written, so at most one tensor is in memory at a time.
+
+use crate::error::SelectError;
+use crate::indices::{describe, ElementSelection, LayerSelection};
+use crate::teacher::{TeacherCheckpoint, TeacherConfig, TeacherLayout, Weight};
+use illama_arch::{BlockTensor, IllamaConfig};
+use illama_formats::cast::{cast_bytes, cast_target};
+use illama_formats::convert::Progress;
+use illama_formats::{AtomicFile, DType, FormatError, OutTensor};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+type Result<T> = std::result::Result<T, SelectError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    Safetensors,
+    /// The OrderedDict `.pth` the reference trainer loads with `--finetune`.
+    Pth,
+}
+
+#[derive(Debug, Clone)]
+pub struct SelectOptions {
+    /// A path, an alias (`llama2-7b`) or a hub repo id found in the local cache.
+    pub teacher: String,
+    pub student: IllamaConfig,
+    /// `tiny`, `small`, `base`, `large` or `custom`.
+    pub student_name: String,
+    pub layers: LayerSelection,
+    pub elements: ElementSelection,
+    /// Cast to this float type; `None` keeps the teacher's dtype (the reference).
+    pub dtype: Option<DType>,
+    pub format: OutputFormat,
+    /// Default: `illama_ws_<student>.<ext>` in the current directory.
+    pub output: Option<PathBuf>,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StudentTensorReport {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    /// Teacher tensors it is selected from.
+    pub sources: Vec<String>,
+    /// Per dimension, the key of its index set in [`SelectReport::index_sets`].
+    pub indices: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TeacherReport {
+    pub path: PathBuf,
+    pub resolved_from: Option<String>,
+    pub layout: TeacherLayout,
+    pub shards: usize,
+    pub dtype: DType,
+    pub config: TeacherConfig,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SelectReport {
+    pub teacher: TeacherReport,
+    pub student_name: String,
+    pub student: IllamaConfig,
+    /// Teacher layer of each student block.
+    pub layers: Vec<usize>,
+    pub layer_selection: String,
+    pub element_selection: String,
+    pub seed: Option<u64>,
+    pub dtype: DType,
+    pub output: PathBuf,
+    pub format: OutputFormat,
+    pub bytes: u64,
+    pub tensors: Vec<StudentTensorReport>,
+    /// `"teacher->student"` size pairs and the indices they select.
+    pub index_sets: BTreeMap<String, serde_json::Value>,
+    pub notes: Vec<String>,
+}
+
+/// How one student tensor is made.
+enum Source {
+    /// One teacher weight, rows x cols.
+    Single(Weight),
+    /// Rows of q, k, v concatenated, selected together (the reference).
+    StackedQkv,
+    /// q, k, v selected separately into [D, D] each (grouped-query teachers).
+    SeparateQkv,
+}
+
+struct Planned {
+    name: String,
+    shape: Vec<usize>,
+    layer: usize,
+    source: Source,
+    /// (teacher size, student size) per dimension; vectors have one.
+    dims: Vec<(usize, usize)>,
+}
+
+fn check_fits(t: &TeacherConfig, s: &IllamaConfig) -> Result<()> {
+    let mut too_big = Vec::new();
+    if s.dim > t.hidden {
+        too_big.push(format!("dim {} > teacher hidden {}", s.dim, t.hidden));
+    }
+    if s.mlp_hidden > t.intermediate {
+        too_big.push(format!(
+            "mlp hidden {} > teacher intermediate {}",
+            s.mlp_hidden, t.intermediate
+        ));
+    }
+    if s.depth > t.layers {
+        too_big.push(format!("depth {} > teacher layers {}", s.depth, t.layers));
+    }
+    if t.grouped_query() && s.dim > t.kv_dim {
+        too_big.push(format!(
+            "dim {} > teacher key/value rows {}",
+            s.dim, t.kv_dim
+        ));
+    }
+    if too_big.is_empty() {
+        Ok(())
+    } else {
+        Err(SelectError::Student(format!(
+            "larger than the teacher: {}",
+            too_big.join(", ")
+        )))
+    }
+}
+
+fn plan(t: &TeacherConfig, s: &IllamaConfig, layers: &[usize]) -> Vec<Planned> {
+    let (d, h, td, ti) = (s.dim, s.mlp_hidden, t.hidden, t.intermediate);
+    let mut out = Vec::new();
+    for (block, &layer) in layers.iter().enumerate() {
+        // The reference's order: norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2, mlp.fc3.
+        let items = [
+            (
+                BlockTensor::Norm1,
+                Source::Single(Weight::AttnNorm),
+                vec![(td, d)],
+            ),
+            if t.grouped_query() {
+                (
+                    BlockTensor::QkvWeight,
+                    Source::SeparateQkv,
+                    vec![(td, d), (td, d)],
+                )
+            } else {
+                (
+                    BlockTensor::QkvWeight,
+                    Source::StackedQkv,
+                    vec![(3 * td, 3 * d), (td, d)],
+                )
+            },
+            (
+                BlockTensor::ProjWeight,
+                Source::Single(Weight::O),
+                vec![(td, d), (td, d)],
+            ),
+            (
+                BlockTensor::Norm2,
+                Source::Single(Weight::FfnNorm),
+                vec![(td, d)],
+            ),
+            (
+                BlockTensor::Fc1,
+                Source::Single(Weight::Gate),
+                vec![(ti, h), (td, d)],
+            ),
+            (
+                BlockTensor::Fc2,
+                Source::Single(Weight::Down),
+                vec![(td, d), (ti, h)],
+            ),
+            (
+                BlockTensor::Fc3,
+                Source::Single(Weight::Up),
+                vec![(ti, h), (td, d)],
+            ),
+        ];
+        for (bt, source, dims) in items {
+            out.push(Planned {
+                name: bt.key(block),
+                shape: s.block_shape(bt),
+                layer,
+                source,
+                dims,
+            });
+        }
+    }
+    out
+}
+
+fn key(t: usize, s: usize) -> String {
+    format!("{t}->{s}")
+}
+
+/// The selected elements of one student tensor, in the teacher's dtype. Teacher pages touched are
+/// released right after, so resident memory does not grow with the teacher's size.
+fn gather(
+    teacher: &TeacherCheckpoint,
+    p: &Planned,
+    index_sets: &BTreeMap<String, Vec<usize>>,
+    tc: &TeacherConfig,
+    dim: usize,
+) -> Result<Vec<u8>> {
+    let idx = |t: usize, s: usize| &index_sets[&key(t, s)];
+    let rows = idx(p.dims[0].0, p.dims[0].1);
+    let cols: Vec<usize> = p.dims.get(1).map_or(vec![0], |&(t, s)| idx(t, s).clone());
+    let qkv = [Weight::Q, Weight::K, Weight::V];
+    let (bytes, used): (Vec<u8>, &[Weight]) = match &p.source {
+        Source::Single(weight) => (
+            teacher.matrix(p.layer, *weight)?.gather(rows, &cols),
+            std::slice::from_ref(weight),
+        ),
+        Source::StackedQkv => (teacher.stacked(p.layer, &qkv)?.gather(rows, &cols), &qkv),
+        Source::SeparateQkv => {
+            let mut b = teacher
+                .matrix(p.layer, Weight::Q)?
+                .gather(idx(tc.hidden, dim), &cols);
+            for weight in [Weight::K, Weight::V] {
+                b.extend(
+                    teacher
+                        .matrix(p.layer, weight)?
+                        .gather(idx(tc.kv_dim, dim), &cols),
+                );
+            }
+            (b, &qkv)
+        }
+    };
+    for &weight in used {
+        teacher.release(p.layer, weight);
+    }
+    Ok(bytes)
+}
+
+/// Selects the student's weights from the teacher and writes them.
+pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectReport> {
+    opts.student.validate().map_err(SelectError::Student)?;
+    let teacher = TeacherCheckpoint::open(&opts.teacher)?;
+    let tc = teacher.config.clone();
+    check_fits(&tc, &opts.student)?;
+    let layers = opts
+        .layers
+        .layers(tc.layers, opts.student.depth)
+        .map_err(SelectError::Student)?;
+    let planned = plan(&tc, &opts.student, &layers);
+    let out_dtype = cast_target(teacher.dtype, opts.dtype);
+
+    // Every (teacher, student) size pair is computed once and shared by all layers.
+    let mut index_sets: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for p in &planned {
+        let mut pairs = p.dims.clone();
+        if let Source::SeparateQkv = p.source {
+            pairs.push((tc.kv_dim, opts.student.dim));
+        }
+        for (t, s) in pairs {
+            index_sets
+                .entry(key(t, s))
+                .or_insert_with(|| opts.elements.indices(t, s));
+        }
+    }
+
+    let mut notes = Vec::new();
+    if teacher.layout == TeacherLayout::Meta {
+        notes.push("Meta layout: wq/wk rows permuted into Hugging Face order before selection, so the selected elements are those the reference takes from the Hugging Face conversion".into());
+        if teacher.shard_count() > 1 {
+            notes.push(format!(
+                "{} model-parallel shards assembled (wq/wk/wv/w1/w3 by rows, wo/w2 by columns)",
+                teacher.shard_count()
+            ));
+        }
+        if opts.dtype.is_none() {
+            notes.push(format!("dtype {} kept from the Meta checkpoint; the Hugging Face release (and so the reference output) is F16: pass --dtype f16 for its exact bytes", teacher.dtype));
+        }
+    }
+    if tc.grouped_query() {
+        notes.push(format!(
+            "grouped-query teacher ({} key/value rows for hidden {}): q, k and v selected separately into [{d}, {d}] each, then concatenated",
+            tc.kv_dim,
+            tc.hidden,
+            d = opts.student.dim
+        ));
+    }
+    if out_dtype != teacher.dtype {
+        notes.push(format!("cast from {} to {out_dtype}", teacher.dtype));
+    }
+
+    let ext = match opts.format {
+        OutputFormat::Safetensors => "safetensors",
+        OutputFormat::Pth => "pth",
+    };
+    let output = opts
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("illama_ws_{}.{ext}", opts.student_name)));
+
+    let reports: Vec<StudentTensorReport> = planned
+        .iter()
+        .map(|p| StudentTensorReport {
+            name: p.name.clone(),
+            shape: p.shape.clone(),
+            dtype: out_dtype,
+            sources: match p.source {
+                Source::Single(w) => teacher.source_names(p.layer, w),
+                Source::StackedQkv | Source::SeparateQkv => [Weight::Q, Weight::K, Weight::V]
+                    .iter()
+                    .flat_map(|&w| teacher.source_names(p.layer, w))
+                    .collect(),
+            },
+            indices: match p.source {
+                Source::SeparateQkv => vec![
+                    format!(
+                        "{} | {k} | {k}",
+                        key(tc.hidden, opts.student.dim),
+                        k = key(tc.kv_dim, opts.student.dim)
+                    ),
+                    key(tc.hidden, opts.student.dim),
+                ],
+                _ => p.dims.iter().map(|&(t, s)| key(t, s)).collect(),
+            },
+        })
+        .collect();
+
+    let total: u64 = planned
+        .iter()
+        .map(|p| p.shape.iter().product::<usize>() as u64 * out_dtype.size() as u64)
+        .sum();
+    let tensors: Vec<OutTensor<'_>> = planned
+        .iter()
+        .map(|p| {
+            let teacher = &teacher;
+            let index_sets = &index_sets;
+            let tc = &tc;
+            let d = opts.student.dim;
+            let nbytes = p.shape.iter().product::<usize>() as u64 * out_dtype.size() as u64;
+            OutTensor {
+                name: p.name.clone(),
+                dtype: out_dtype,
+                shape: p.shape.clone(),
+                nbytes,
+                write: Box::new(move |w: &mut dyn Write| {
+                    let bytes = gather(teacher, p, index_sets, tc, d)
+                        .map_err(|e| FormatError::Invalid(e.to_string()))?;
+                    let bytes = if out_dtype == teacher.dtype {
+                        bytes
+                    } else {
+                        cast_bytes(teacher.dtype, out_dtype, &bytes)
+                    };
+                    w.write_all(&bytes).map_err(|e| FormatError::Io {
+                        path: "<output>".into(),
+                        source: e,
+                    })?;
+                    progress.advance(bytes.len() as u64);
+                    Ok(())
+                }),
+            }
+        })
+        .collect::<Vec<_>>();
+
+    let metadata = metadata(opts, &teacher, &layers, out_dtype);
+    progress.begin("selecting", total);
+    let mut file = AtomicFile::create(&output, opts.force)?;
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, file.file());
+        match opts.format {
+            OutputFormat::Safetensors => {
+                illama_formats::st::write_safetensors(&mut w, tensors, &metadata)
+            }
+            OutputFormat::Pth => {
+                let stem = output
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .filter(|s| !s.is_empty() && s.is_ascii())
+                    .unwrap_or_else(|| "archive".into());
+                illama_formats::torch::write_pth(&mut w, &stem, tensors, None)
+            }
+        }
+        .map_err(|e| match e {
+            FormatError::Io { path, source } if path.as_os_str() == "<output>" => FormatError::Io {
+                path: output.clone(),
+                source,
+            },
+            other => other,
+        })?;
+        w.flush().map_err(|e| FormatError::Io {
+            path: output.clone(),
+            source: e,
+        })?;
+    }
+    let output = file.commit()?;
+    progress.end();
+    let bytes = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+
+    Ok(SelectReport {
+        teacher: TeacherReport {
+            path: teacher.path.clone(),
+            resolved_from: teacher.resolved_from.clone(),
+            layout: teacher.layout,
+            shards: teacher.shard_count(),
+            dtype: teacher.dtype,
+            config: tc,
+            fingerprint: teacher.fingerprint.clone(),
+        },
+        student_name: opts.student_name.clone(),
+        student: opts.student,
+        layers,
+        layer_selection: opts.layers.name().into(),
+        element_selection: opts.elements.name().into(),
+        seed: match opts.elements {
+            ElementSelection::Random { seed } => Some(seed),
+            _ => None,
+        },
+        dtype: out_dtype,
+        output,
+        format: opts.format,
+        bytes,
+        tensors: reports,
+        index_sets: index_sets
+            .iter()
+            .map(|(k, v)| (k.clone(), describe(v)))
+            .collect(),
+        notes,
+    })
+}
+
+fn metadata(
+    opts: &SelectOptions,
+    teacher: &TeacherCheckpoint,
+    layers: &[usize],
+    dtype: DType,
+) -> BTreeMap<String, String> {
+    let json = |v: serde_json::Value| v.to_string();
+    let mut md = BTreeMap::new();
+    md.insert("format".into(), "pt".into());
+    md.insert(
+        "illama_tools.version".into(),
+        env!("CARGO_PKG_VERSION").into(),
+    );
+    md.insert("teacher.path".into(), teacher.path.display().to_string());
+    md.insert(
+        "teacher.layout".into(),
+        json(serde_json::to_value(teacher.layout).unwrap_or_default()),
+    );
+    md.insert("teacher.sha256".into(), teacher.fingerprint.clone());
+    md.insert(
+        "teacher.config".into(),
+        json(serde_json::to_value(&teacher.config).unwrap_or_default()),
+    );
+    md.insert("selection.layers".into(), json(serde_json::json!(layers)));
+    md.insert("selection.layer_method".into(), opts.layers.name().into());
+    md.insert(
+        "selection.element_method".into(),
+        opts.elements.name().into(),
+    );
+    if let ElementSelection::Random { seed } = opts.elements {
+        md.insert("selection.seed".into(), seed.to_string());
+    }
+    md.insert("student.name".into(), opts.student_name.clone());
+    md.insert(
+        "student.config".into(),
+        json(serde_json::to_value(opts.student).unwrap_or_default()),
+    );
+    md.insert("dtype".into(), dtype.to_string());
+    md
+}

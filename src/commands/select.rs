@@ -1,0 +1,221 @@
+use super::human_bytes;
+use crate::progress::Bar;
+use anyhow::{bail, Context};
+use illama_arch::{mlp_hidden_for, IllamaConfig, Preset};
+use illama_formats::DType;
+use illama_select::{
+    select, ElementSelection, LayerSelection, OutputFormat, SelectOptions, SelectReport,
+};
+use std::path::PathBuf;
+
+/// Select iLLaMA weights from a LLaMA checkpoint (weight selection, as the paper does).
+///
+/// Memory-maps the teacher and reads only the selected rows. The defaults reproduce the reference
+/// Python bit for bit: the first N layers, uniform element selection on the concatenated q/k/v,
+/// the 7 selected tensors per block, the teacher's dtype.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  illama-tools select --from llama2-7b --to base                 # -> illama_ws_base.safetensors\n  illama-tools select --from ~/models/Llama-2-7b-hf --to tiny --format pth\n  illama-tools select --from ~/llama-2-7b --to small --dtype f16  # Meta layout (params.json)\n  illama-tools select --from llama2-7b --to custom --dim 512 --depth 8 --heads 8 --layers uniform\n\nTEACHER is a directory or file (Hugging Face or Meta layout, detected from the files) or a name\n(llama2-7b, llama2-13b, llama2-70b, llama3-8b, ..., or ORG/NAME) found in the local Hugging Face\ncache ($HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub). Nothing is downloaded."
+)]
+pub struct Args {
+    /// Teacher checkpoint: a path or a model name in the local Hugging Face cache.
+    #[arg(long = "from", value_name = "TEACHER")]
+    teacher: String,
+    /// Student: a preset, or custom (with --dim, --depth, --heads).
+    #[arg(long = "to", value_name = "tiny|small|base|large|custom")]
+    student: String,
+    /// Output file. Default: illama_ws_<student>.safetensors (or .pth) here.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Teacher layers for the student's blocks: first, uniform, or a list such as 0,2,4.
+    #[arg(long, default_value = "first")]
+    layers: String,
+    /// Element selection in every dimension.
+    #[arg(long, value_enum, default_value = "uniform")]
+    elements: Elements,
+    /// Seed for --elements random.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Student width (custom, or overrides a preset).
+    #[arg(long)]
+    dim: Option<usize>,
+    /// Student depth (custom, or overrides a preset).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Student heads (custom, or overrides a preset).
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Student MLP hidden width. Default: int(8D/3) rounded up to a multiple of 256.
+    #[arg(long)]
+    mlp_hidden: Option<usize>,
+    /// Output dtype: keep (the teacher's, as the reference), f32, f16, bf16.
+    #[arg(long, default_value = "keep")]
+    dtype: String,
+    /// Output format. Default: from -o's extension, else safetensors.
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    force: bool,
+    /// Print one JSON object (with the selected indices) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Elements {
+    Uniform,
+    First,
+    Random,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Safetensors,
+    Pth,
+}
+
+fn student(a: &Args) -> anyhow::Result<(String, IllamaConfig)> {
+    let base = match a.student.as_str() {
+        "custom" => {
+            let (Some(dim), Some(depth), Some(heads)) = (a.dim, a.depth, a.heads) else {
+                bail!("--to custom needs --dim, --depth and --heads");
+            };
+            IllamaConfig::new(dim, depth, heads)
+        }
+        name => Preset::parse(name)
+            .with_context(|| {
+                format!("unknown student '{name}': use tiny, small, base, large or custom")
+            })?
+            .config(),
+    };
+    let dim = a.dim.unwrap_or(base.dim);
+    let config = IllamaConfig {
+        dim,
+        depth: a.depth.unwrap_or(base.depth),
+        heads: a.heads.unwrap_or(base.heads),
+        mlp_hidden: a.mlp_hidden.unwrap_or(if a.dim.is_some() {
+            mlp_hidden_for(dim)
+        } else {
+            base.mlp_hidden
+        }),
+        ..base
+    };
+    let name = match Preset::parse(&a.student) {
+        Some(p) if config == p.config() => p.name().to_string(),
+        _ => "custom".to_string(),
+    };
+    Ok((name, config))
+}
+
+fn layers(s: &str) -> anyhow::Result<LayerSelection> {
+    Ok(match s {
+        "first" => LayerSelection::First,
+        "uniform" => LayerSelection::Uniform,
+        list => LayerSelection::Explicit(
+            list.split(',')
+                .map(|x| x.trim().parse::<usize>())
+                .collect::<Result<_, _>>()
+                .with_context(|| {
+                    format!("--layers '{list}': expected first, uniform or a list such as 0,2,4")
+                })?,
+        ),
+    })
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let (student_name, config) = student(&a)?;
+    let dtype = match a.dtype.as_str() {
+        "keep" => None,
+        s => Some(
+            DType::parse_user(s)
+                .filter(|d| d.is_float())
+                .with_context(|| format!("--dtype '{s}': expected keep, f32, f16 or bf16"))?,
+        ),
+    };
+    let format = match (a.format, &a.output) {
+        (Some(Format::Pth), _) => OutputFormat::Pth,
+        (Some(Format::Safetensors), _) => OutputFormat::Safetensors,
+        (None, Some(o))
+            if o.extension()
+                .is_some_and(|e| e == "pth" || e == "pt" || e == "bin") =>
+        {
+            OutputFormat::Pth
+        }
+        (None, _) => OutputFormat::Safetensors,
+    };
+    let opts = SelectOptions {
+        teacher: a.teacher.clone(),
+        student: config,
+        student_name,
+        layers: layers(&a.layers)?,
+        elements: match a.elements {
+            Elements::Uniform => ElementSelection::Uniform,
+            Elements::First => ElementSelection::First,
+            Elements::Random => ElementSelection::Random { seed: a.seed },
+        },
+        dtype,
+        format,
+        output: a.output,
+        force: a.force,
+    };
+    let bar = Bar::new(a.json);
+    let report = select(&opts, &bar).with_context(|| format!("selecting from {}", a.teacher))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_summary(&report);
+    }
+    Ok(())
+}
+
+fn print_summary(r: &SelectReport) {
+    let t = &r.teacher;
+    if let Some(how) = &t.resolved_from {
+        println!("teacher {how}");
+    }
+    println!(
+        "teacher {} ({:?}, {} file(s), {}): hidden {}, intermediate {}, {} layers, k/v rows {}",
+        t.path.display(),
+        t.layout,
+        t.shards,
+        t.dtype,
+        t.config.hidden,
+        t.config.intermediate,
+        t.config.layers,
+        t.config.kv_dim
+    );
+    let s = &r.student;
+    println!(
+        "student {}: dim {}, depth {}, heads {}, mlp hidden {}",
+        r.student_name, s.dim, s.depth, s.heads, s.mlp_hidden
+    );
+    println!("layers ({}): {:?}", r.layer_selection, r.layers);
+    println!(
+        "elements: {}{}",
+        r.element_selection,
+        r.seed.map(|s| format!(" (seed {s})")).unwrap_or_default()
+    );
+    println!();
+    let w = r.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4);
+    for t in &r.tensors {
+        println!(
+            "{:<w$}  {:<12} {:<5} <- {}",
+            t.name,
+            format!("{:?}", t.shape),
+            t.dtype.to_string(),
+            t.sources.join(" + ")
+        );
+    }
+    println!();
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+    println!(
+        "wrote {} ({}, {} tensors, {:?})",
+        r.output.display(),
+        human_bytes(r.bytes),
+        r.tensors.len(),
+        r.format
+    );
+}

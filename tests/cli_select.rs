@@ -1,0 +1,141 @@
+//! End-to-end tests of `illama-tools select`.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/selection")
+        .join(name)
+}
+
+fn select(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_illama-tools"));
+    c.current_dir(dir).arg("select").args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.env_remove("HF_HUB_CACHE");
+    c.output().unwrap()
+}
+
+const CUSTOM: [&str; 10] = [
+    "--to",
+    "custom",
+    "--dim",
+    "40",
+    "--depth",
+    "3",
+    "--heads",
+    "2",
+    "--mlp-hidden",
+    "112",
+];
+
+#[test]
+fn default_output_name_json_report_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = fixture("llama_hf_safetensors");
+    let mut args = vec!["--from", teacher.to_str().unwrap(), "--json"];
+    args.extend(CUSTOM);
+    let out = select(dir.path(), &args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["teacher"]["layout"], "hugging-face");
+    assert_eq!(r["teacher"]["config"]["hidden"], 96);
+    assert_eq!(r["layers"], serde_json::json!([0, 1, 2]));
+    assert_eq!(r["tensors"].as_array().unwrap().len(), 21);
+    assert_eq!(r["tensors"][1]["name"], "blocks.0.attn.qkv.weight");
+    assert_eq!(
+        r["tensors"][1]["indices"],
+        serde_json::json!(["288->120", "96->40"])
+    );
+    assert!(r["index_sets"]["96->40"]["values"].is_array());
+    let written = dir.path().join("illama_ws_custom.safetensors");
+    assert!(written.is_file());
+    let store = illama_formats::TensorStore::open(&written).unwrap();
+    assert_eq!(store.metadata()["selection.element_method"], "uniform");
+    assert_eq!(store.metadata()["teacher.sha256"].len(), 64);
+
+    // A second run refuses to overwrite; --force replaces.
+    let again = select(dir.path(), &args, &[]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+}
+
+#[test]
+fn names_resolve_in_the_local_hub_cache_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf_home = dir.path().join("hf");
+    let snap = hf_home.join("hub/models--meta-llama--Llama-2-7b-hf/snapshots/0123abc");
+    std::fs::create_dir_all(&snap).unwrap();
+    for e in std::fs::read_dir(fixture("llama_hf_safetensors")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), snap.join(e.file_name())).unwrap();
+    }
+    std::fs::create_dir_all(hf_home.join("hub/models--meta-llama--Llama-2-7b-hf/refs")).unwrap();
+    std::fs::write(
+        hf_home.join("hub/models--meta-llama--Llama-2-7b-hf/refs/main"),
+        "0123abc",
+    )
+    .unwrap();
+    let mut args = vec!["--from", "llama2-7b", "-o", "ws.pth"];
+    args.extend(CUSTOM);
+    let out = select(dir.path(), &args, &[("HF_HOME", &hf_home)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("llama2-7b -> meta-llama/Llama-2-7b-hf"));
+    // -o with .pth picks the .pth format.
+    let store = illama_formats::TensorStore::open(dir.path().join("ws.pth")).unwrap();
+    assert_eq!(store.format(), illama_formats::Format::TorchZip);
+
+    let mut args = vec!["--from", "llama2-13b"];
+    args.extend(CUSTOM);
+    let out = select(dir.path(), &args, &[("HF_HOME", &hf_home)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("models--meta-llama--Llama-2-13b-hf"), "{err}");
+    assert!(err.contains("looked at"), "{err}");
+}
+
+#[test]
+fn bad_arguments_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = fixture("llama_hf_safetensors");
+    let t = teacher.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["--from", t, "--to", "custom", "--dim", "40"],
+            "--to custom needs",
+        ),
+        (vec!["--from", t, "--to", "huge"], "unknown student 'huge'"),
+        (vec!["--from", t, "--to", "base"], "larger than the teacher"),
+        (
+            vec![
+                "--from", t, "--to", "custom", "--dim", "40", "--depth", "2", "--heads", "2",
+                "--layers", "0,x",
+            ],
+            "--layers '0,x'",
+        ),
+        (
+            vec![
+                "--from", t, "--to", "custom", "--dim", "40", "--depth", "2", "--heads", "3",
+            ],
+            "not divisible",
+        ),
+    ] {
+        let out = select(dir.path(), &args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
