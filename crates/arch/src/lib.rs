@@ -229,13 +229,15 @@ mod tests {
             ..Preset::Base.config()
         };
         assert_eq!(base384.parameter_count(), 86_794_216);
+        // The in21k logs' counts (93,769,426 and 320,131,282) are those of a 10,450-class head
+        // (ImageNet-21K-P), not of the 21,841-class head the spec's table names.
         let base21k = IllamaConfig {
-            num_classes: 21841,
+            num_classes: 10450,
             ..Preset::Base.config()
         };
         assert_eq!(base21k.parameter_count(), 93_769_426);
         let large21k = IllamaConfig {
-            num_classes: 21841,
+            num_classes: 10450,
             ..Preset::Large.config()
         };
         assert_eq!(large21k.parameter_count(), 320_131_282);
