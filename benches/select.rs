@@ -1,0 +1,3 @@
+fn main() {
+    eprintln!("placeholder: see docs/benchmarks.md");
+}
