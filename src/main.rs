@@ -28,8 +28,7 @@ enum Command {
     Inspect(commands::inspect::Args),
     Convert(commands::convert::Args),
     Select(commands::select::Args),
-    /// Compute logits of an iLLaMA checkpoint for a tensor of images (not available yet).
-    Logits(commands::unavailable::Args),
+    Logits(commands::logits::Args),
     /// Measure top-1/top-5 accuracy on ImageNet val (not available yet).
     Verify(commands::unavailable::Args),
     /// Classify images with an iLLaMA checkpoint (not available yet).
@@ -51,7 +50,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Convert(a) => commands::convert::run(a),
         Command::Select(a) => commands::select::run(a),
-        Command::Logits(_) => return commands::unavailable::run("logits"),
+        Command::Logits(a) => commands::logits::run(a),
         Command::Verify(_) => return commands::unavailable::run("verify"),
         Command::Predict(_) => return commands::unavailable::run("predict"),
         Command::Finetune(_) => return commands::unavailable::run("finetune"),

@@ -574,6 +574,10 @@ impl<'a> TensorView<'a> {
     pub fn into_contiguous(self) -> Cow<'a, [u8]> {
         let es = self.dtype.size();
         let n = self.numel();
+        if n == 0 {
+            // torch accepts any storage offset for an empty tensor; there is nothing to read.
+            return Cow::Borrowed(&[]);
+        }
         let contiguous = TensorInfo {
             name: String::new(),
             dtype: self.dtype,

@@ -454,3 +454,20 @@ fn truncated_and_corrupted_files_never_panic() {
         }
     }
 }
+
+/// Found by `cargo fuzz` (fuzz/README.md): an empty tensor whose storage offset lies past its
+/// (empty) storage. torch accepts it; reading it must give no bytes, not a panic.
+#[test]
+fn empty_tensor_with_offset_past_its_storage() {
+    let mut bytes = std::fs::read(fixtures().join("formats/dtypes.pth")).unwrap();
+    // data.pkl's storage offset of `empty` (BININT1 0 -> 16), as the fuzzer mutated it.
+    assert_eq!(&bytes[0x67b..0x67d], b"K\x00");
+    bytes[0x67c] = 0x10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.pth");
+    std::fs::write(&path, &bytes).unwrap();
+    let store = TensorStore::open(&path).unwrap();
+    let t = store.get("empty").unwrap();
+    assert_eq!(t.storage_offset, 16);
+    assert!(store.bytes(t).unwrap().is_empty());
+}

@@ -1,0 +1,160 @@
+//! The pieces of an iLLaMA block. Each is written from differentiable primitive ops when
+//! training (candle's fused kernels record no gradient), and may use a fused kernel when not.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+/// RMSNorm computed in f32, cast back to the input dtype, then scaled (the reference order).
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let xf = x.to_dtype(DType::F32)?;
+        let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = xf.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
+        normed.to_dtype(dtype)?.broadcast_mul(&self.weight)
+    }
+}
+
+/// Rotary embedding tables for `tokens` positions: cos and sin of `pos * theta^(-2j/hd)`,
+/// computed in f32 as the reference's `precompute_freqs_cis`.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
+impl Rope {
+    pub fn new(
+        head_dim: usize,
+        tokens: usize,
+        device: &candle_core::Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let half = head_dim / 2;
+        let freqs: Vec<f32> = (0..half)
+            .map(|j| 1.0 / 10000f32.powf((2 * j) as f32 / head_dim as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(tokens * half);
+        let mut sin = Vec::with_capacity(tokens * half);
+        for t in 0..tokens {
+            for &f in &freqs {
+                let angle = t as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Ok(Rope {
+            cos: Tensor::from_vec(cos, (tokens, half), device)?.to_dtype(dtype)?,
+            sin: Tensor::from_vec(sin, (tokens, half), device)?.to_dtype(dtype)?,
+        })
+    }
+
+    /// Rotates consecutive pairs of `x` [B, heads, tokens, head_dim] (the interleaved form).
+    pub fn apply(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            candle_nn::rotary_emb::rope_i_slow(x, &self.cos, &self.sin)
+        } else {
+            candle_nn::rotary_emb::rope_i(&x.contiguous()?, &self.cos, &self.sin)
+        }
+    }
+}
+
+/// Multi-head attention with RoPE on q and k, softmax, then the soft mask multiplied in (no
+/// renormalisation).
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub qkv: Linear,
+    pub proj: Linear,
+    heads: usize,
+    scale: f64,
+}
+
+impl Attention {
+    pub fn new(dim: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Attention {
+            qkv: linear(dim, 3 * dim, true, vb.pp("qkv"))?,
+            proj: linear(dim, dim, true, vb.pp("proj"))?,
+            heads,
+            scale: ((dim / heads) as f64).powf(-0.5),
+        })
+    }
+
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        mask: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (b, n, c) = x.dims3()?;
+        let hd = c / self.heads;
+        // [B, N, 3, H, hd] -> [3, B, H, N, hd]
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((b, n, 3, self.heads, hd))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = rope.apply(&qkv.get(0)?, train)?;
+        let k = rope.apply(&qkv.get(1)?, train)?;
+        let v = qkv.get(2)?.contiguous()?;
+        let attn = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * self.scale)?;
+        let attn = if train {
+            candle_nn::ops::softmax(&attn, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&attn)?
+        };
+        let attn = match mask {
+            Some(m) => attn.broadcast_mul(m)?,
+            None => attn,
+        };
+        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        self.proj.forward(&out)
+    }
+}
+
+/// SwiGLU: `fc2(silu(fc1(x)) * fc3(x))`, no biases.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub fc3: Linear,
+}
+
+impl Mlp {
+    pub fn new(dim: usize, hidden: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Mlp {
+            fc1: linear(dim, hidden, false, vb.pp("fc1"))?,
+            fc2: linear(hidden, dim, false, vb.pp("fc2"))?,
+            fc3: linear(dim, hidden, false, vb.pp("fc3"))?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = self.fc1.forward(x)?.silu()?;
+        self.fc2.forward(&(gate * self.fc3.forward(x)?)?)
+    }
+}
+
+/// A linear layer initialised as the reference does: weights trunc_normal(std .02), biases 0.
+pub fn linear(input: usize, output: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    let weight = vb.get_with_hints((output, input), "weight", crate::init::trunc_normal(0.02))?;
+    let bias = if bias {
+        Some(vb.get_with_hints(output, "bias", candle_nn::Init::Const(0.0))?)
+    } else {
+        None
+    };
+    Ok(Linear::new(weight, bias))
+}

@@ -1,0 +1,301 @@
+//! Building an [`Illama`] from a checkpoint: reading tensors through `formats`, inferring the
+//! architecture from their shapes, strict key checking, and position-embedding resizing.
+
+use crate::model::Illama;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use illama_arch::{IllamaConfig, Preset};
+use illama_formats::{OpenOptions, TensorStore};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Format(#[from] illama_formats::FormatError),
+    #[error("{0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("{path}: {why}")]
+    Checkpoint { path: PathBuf, why: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The architecture; `None` infers it from the tensor shapes.
+    pub config: Option<IllamaConfig>,
+    /// Input size to run at; position embeddings are interpolated when it differs from the
+    /// checkpoint's.
+    pub img_size: Option<usize>,
+    pub device: Device,
+    pub dtype: DType,
+    /// Entry of a training checkpoint to read (`model`, `model_ema`); default automatic.
+    pub key: Option<String>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            config: None,
+            img_size: None,
+            device: Device::Cpu,
+            dtype: DType::F32,
+            key: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub path: PathBuf,
+    pub config: IllamaConfig,
+    /// How the architecture was decided.
+    pub config_source: String,
+    /// Grid size the position embeddings were interpolated from, if they were.
+    pub interpolated_from: Option<usize>,
+    pub tensors: usize,
+}
+
+/// `cpu`, `cuda`, `cuda:N`.
+pub fn parse_device(s: &str) -> Result<Device, String> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        _ if s == "cuda" || s.starts_with("cuda:") => {
+            let ordinal = s
+                .strip_prefix("cuda:")
+                .map_or(Ok(0), |n| n.parse::<usize>())
+                .map_err(|_| format!("bad device '{s}'"))?;
+            if !candle_core::utils::cuda_is_available() {
+                return Err(format!(
+                    "device {s}: this build has no CUDA support (rebuild with --features cuda)"
+                ));
+            }
+            Device::new_cuda(ordinal).map_err(|e| format!("device {s}: {e}"))
+        }
+        _ => Err(format!("unknown device '{s}': use cpu or cuda:N")),
+    }
+}
+
+fn candle_dtype(d: illama_formats::DType) -> Option<DType> {
+    use illama_formats::DType as F;
+    Some(match d {
+        F::F32 => DType::F32,
+        F::F16 => DType::F16,
+        F::BF16 => DType::BF16,
+        F::F64 => DType::F64,
+        F::U8 => DType::U8,
+        F::U32 => DType::U32,
+        F::I64 => DType::I64,
+        _ => return None,
+    })
+}
+
+/// Every tensor of a checkpoint as a CPU candle tensor, by name.
+pub fn read_tensors(
+    path: &Path,
+    key: Option<&str>,
+) -> Result<(HashMap<String, Tensor>, TensorStore), LoadError> {
+    let store = TensorStore::open_with(
+        path,
+        &OpenOptions {
+            key: key.map(String::from),
+            strip_prefix: None,
+        },
+    )?;
+    let mut out = HashMap::with_capacity(store.tensors().len());
+    for t in store.tensors() {
+        let dtype = candle_dtype(t.dtype).ok_or_else(|| LoadError::Checkpoint {
+            path: path.to_path_buf(),
+            why: format!(
+                "tensor {} has dtype {}, which the model cannot use",
+                t.name, t.dtype
+            ),
+        })?;
+        let bytes = store.bytes(t)?;
+        let tensor = Tensor::from_raw_buffer(&bytes, dtype, &t.shape, &Device::Cpu)?;
+        out.insert(t.name.clone(), tensor);
+    }
+    Ok((out, store))
+}
+
+fn dims(map: &HashMap<String, Tensor>, name: &str) -> Option<Vec<usize>> {
+    map.get(name).map(|t| t.dims().to_vec())
+}
+
+/// The architecture the tensors describe. Heads are not visible in shapes: they come from the
+/// file's metadata (`student.config`, written by `select`), else from the preset of that width.
+pub fn infer_config(
+    map: &HashMap<String, Tensor>,
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<(IllamaConfig, String), String> {
+    let need = |name: &str| {
+        dims(map, name).ok_or_else(|| format!("no tensor '{name}': not an iLLaMA checkpoint"))
+    };
+    let cls = need("cls_token")?;
+    let pos = need("pos_embed")?;
+    let patch = need("patch_embed.proj.weight")?;
+    let fc1 = need("blocks.0.mlp.fc1.weight")?;
+    let head = need("head.weight")?;
+    let dim = *cls.last().ok_or("cls_token has no dimensions")?;
+    let depth = map
+        .keys()
+        .filter_map(|k| {
+            k.strip_prefix("blocks.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |m| m + 1);
+    let tokens = pos.get(1).copied().ok_or("pos_embed is not [1, N+1, D]")?;
+    let grid = ((tokens.saturating_sub(1)) as f64).sqrt().round() as usize;
+    if grid * grid + 1 != tokens || patch.len() != 4 {
+        return Err(format!(
+            "pos_embed holds {tokens} rows, not a square grid plus the class token"
+        ));
+    }
+    let (patch_size, in_chans) = (patch[2], patch[1]);
+    let base = IllamaConfig {
+        dim,
+        depth,
+        heads: 1,
+        mlp_hidden: fc1[0],
+        patch_size,
+        in_chans,
+        num_classes: head[0],
+        img_size: grid * patch_size,
+    };
+    let from_meta = ["illama.config", "student.config"]
+        .iter()
+        .find_map(|k| metadata.get(*k))
+        .and_then(|j| serde_json_heads(j));
+    if let Some(heads) = from_meta {
+        return Ok((
+            IllamaConfig { heads, ..base },
+            "shapes, and heads from the file's metadata".into(),
+        ));
+    }
+    match Preset::ALL.iter().find(|p| p.config().dim == dim) {
+        Some(p) => Ok((IllamaConfig { heads: p.config().heads, ..base }, format!("shapes, {} heads as in the {} preset", p.config().heads, p.name()))),
+        None => Ok((IllamaConfig { heads: 0, ..base }, format!("shapes; width {dim} matches no preset, so the number of heads is unknown: pass --model"))),
+    }
+}
+
+/// Reads `"heads": N` from a JSON config string without a JSON dependency in this crate.
+fn serde_json_heads(json: &str) -> Option<usize> {
+    let at = json.find("\"heads\"")?;
+    let rest = json[at + 7..].trim_start().strip_prefix(':')?.trim_start();
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// Loads a model for inference: every expected tensor present with its shape, nothing else.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Illama, LoadReport), LoadError> {
+    let (mut map, store) = read_tensors(path, opts.key.as_deref())?;
+    let bad = |why: String| LoadError::Checkpoint {
+        path: path.to_path_buf(),
+        why,
+    };
+    let (inferred, how) = infer_config(&map, store.metadata()).map_err(&bad)?;
+    let (config, config_source) = match opts.config {
+        Some(c) => {
+            let c = IllamaConfig {
+                img_size: inferred.img_size,
+                num_classes: inferred.num_classes,
+                ..c
+            };
+            (c, "--model".to_string())
+        }
+        None if inferred.heads == 0 => return Err(bad(how)),
+        None => (inferred, how),
+    };
+    let expected = config.state_dict_shapes();
+    let expected_names: std::collections::HashSet<&str> =
+        expected.iter().map(|(n, _)| n.as_str()).collect();
+    let missing: Vec<&str> = expected
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !map.contains_key(*n))
+        .collect();
+    let mut unexpected: Vec<&str> = map
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !expected_names.contains(n))
+        .collect();
+    unexpected.sort();
+    if !missing.is_empty() || !unexpected.is_empty() {
+        return Err(bad(format!(
+            "does not match iLLaMA {config:?}:\n  missing: {}\n  unexpected: {}",
+            list(&missing),
+            list(&unexpected)
+        )));
+    }
+    for (name, shape) in &expected {
+        let got = map[name].dims();
+        if got != shape.as_slice() {
+            return Err(bad(format!(
+                "{name} is {got:?}, expected {shape:?} for {config:?}"
+            )));
+        }
+    }
+
+    let mut config = config;
+    let mut interpolated_from = None;
+    if let Some(size) = opts.img_size {
+        if size % config.patch_size != 0 {
+            return Err(bad(format!(
+                "input size {size} is not a multiple of the patch size {}",
+                config.patch_size
+            )));
+        }
+        if size != config.img_size {
+            let (g_old, g_new) = (
+                config.img_size / config.patch_size,
+                size / config.patch_size,
+            );
+            let pos: Vec<f32> = map["pos_embed"]
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            let resized = crate::pos_embed::interpolate(&pos, config.dim, g_old, g_new);
+            map.insert(
+                "pos_embed".into(),
+                Tensor::from_vec(resized, (1, g_new * g_new + 1, config.dim), &Device::Cpu)?,
+            );
+            config.img_size = size;
+            interpolated_from = Some(g_old);
+        }
+    }
+    let tensors = map.len();
+    let vb = VarBuilder::from_tensors(map, opts.dtype, &opts.device);
+    let model = Illama::new(config, 0.0, vb)?;
+    Ok((
+        model,
+        LoadReport {
+            path: path.to_path_buf(),
+            config,
+            config_source,
+            interpolated_from,
+            tensors,
+        },
+    ))
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        return "none".into();
+    }
+    const SHOW: usize = 12;
+    let mut s = names
+        .iter()
+        .take(SHOW)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOW {
+        s.push_str(&format!(" and {} more", names.len() - SHOW));
+    }
+    s
+}

@@ -1,0 +1,75 @@
+//! Resizing learned position embeddings to another input size, as the reference does for 384:
+//! the patch rows as a [D, g, g] image, PyTorch's bicubic interpolation (a = -0.75,
+//! align_corners = false, no antialiasing, edge indices clamped), the class row kept last.
+
+const A: f32 = -0.75;
+
+fn cubic1(x: f32) -> f32 {
+    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+}
+
+fn cubic2(x: f32) -> f32 {
+    ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A
+}
+
+/// For each output index: the four clamped source indices and their weights.
+fn taps(input: usize, output: usize) -> Vec<([usize; 4], [f32; 4])> {
+    let scale = input as f32 / output as f32;
+    (0..output)
+        .map(|o| {
+            let real = scale * (o as f32 + 0.5) - 0.5;
+            let floor = real.floor();
+            let t = real - floor;
+            let weights = [cubic2(t + 1.0), cubic1(t), cubic1(1.0 - t), cubic2(2.0 - t)];
+            let idx = std::array::from_fn(|k| {
+                (floor as isize - 1 + k as isize).clamp(0, input as isize - 1) as usize
+            });
+            (idx, weights)
+        })
+        .collect()
+}
+
+/// `pos` holds `g_old * g_old + 1` rows of `dim` values (patch rows in row-major grid order, then
+/// the class row). Returns `g_new * g_new + 1` rows.
+pub fn interpolate(pos: &[f32], dim: usize, g_old: usize, g_new: usize) -> Vec<f32> {
+    assert_eq!(pos.len(), (g_old * g_old + 1) * dim, "pos_embed size");
+    if g_old == g_new {
+        return pos.to_vec();
+    }
+    let tap = taps(g_old, g_new);
+    let at = |row: usize, col: usize, d: usize| pos[(row * g_old + col) * dim + d];
+    let mut out = Vec::with_capacity((g_new * g_new + 1) * dim);
+    for (ys, wy) in &tap {
+        for (xs, wx) in &tap {
+            for d in 0..dim {
+                let mut v = 0f32;
+                for j in 0..4 {
+                    let mut row = 0f32;
+                    for i in 0..4 {
+                        row += at(ys[j], xs[i], d) * wx[i];
+                    }
+                    v += row * wy[j];
+                }
+                out.push(v);
+            }
+        }
+    }
+    out.extend_from_slice(&pos[g_old * g_old * dim..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_sum_to_one_and_constants_survive() {
+        for (_, w) in taps(14, 24) {
+            assert!((w.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+        let pos = vec![0.25f32; (14 * 14 + 1) * 3];
+        let out = interpolate(&pos, 3, 14, 24);
+        assert_eq!(out.len(), (24 * 24 + 1) * 3);
+        assert!(out.iter().all(|v| (v - 0.25).abs() < 1e-6));
+    }
+}

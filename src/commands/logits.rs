@@ -1,0 +1,85 @@
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor};
+use illama_model::{load, parse_device, LoadOptions};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Compute logits of an iLLaMA checkpoint for a batch of preprocessed images.
+///
+/// For parity checks against any implementation: the input holds one f32 tensor `pixel_values`
+/// [B, 3, S, S] (already normalised); the output receives `logits` [B, classes] f32.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  illama-tools logits --weights illama_tiny.pth --input x.safetensors --output l.safetensors\n  illama-tools logits --weights illama_base_384.pth --input x384.safetensors --output l.safetensors --input-size 384 --soft-mask-rate 0"
+)]
+pub struct Args {
+    /// Checkpoint (.pth, .safetensors; {'model': ...} training checkpoints too).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Architecture: tiny, small, base, large, or custom:DIM,DEPTH,HEADS[,MLP]. Default: inferred.
+    #[arg(long)]
+    model: Option<String>,
+    /// safetensors file with `pixel_values` [B, 3, S, S] f32.
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write `logits` [B, classes] f32 (safetensors).
+    #[arg(long)]
+    output: PathBuf,
+    /// Soft-mask rate r: 0 causal (trained models), 1 bidirectional.
+    #[arg(long, default_value_t = 0.0)]
+    soft_mask_rate: f64,
+    /// Input size; default: the size of `pixel_values`. Position embeddings are interpolated
+    /// when it differs from the checkpoint's.
+    #[arg(long)]
+    input_size: Option<usize>,
+    /// cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
+    let inputs = candle_core::safetensors::load(&a.input, &Device::Cpu)
+        .with_context(|| format!("reading {}", a.input.display()))?;
+    let x = inputs
+        .get("pixel_values")
+        .with_context(|| format!("{}: no tensor 'pixel_values'", a.input.display()))?;
+    let (_, c, h, w) = x
+        .dims4()
+        .with_context(|| format!("{}: pixel_values must be [B, 3, S, S]", a.input.display()))?;
+    if c != 3 || h != w {
+        bail!(
+            "{}: pixel_values is {:?}, expected [B, 3, S, S]",
+            a.input.display(),
+            x.dims()
+        );
+    }
+    let size = a.input_size.unwrap_or(h);
+    if size != h {
+        bail!("--input-size {size} but pixel_values is {h}x{w}");
+    }
+    let opts = LoadOptions {
+        config: a.model.as_deref().map(super::parse_model).transpose()?,
+        img_size: Some(size),
+        device: device.clone(),
+        ..Default::default()
+    };
+    let (model, _) = load(&a.weights, &opts)?;
+    let logits = model
+        .forward_with(
+            &x.to_dtype(DType::F32)?.to_device(&device)?,
+            a.soft_mask_rate,
+            false,
+        )?
+        .to_dtype(DType::F32)?
+        .to_device(&Device::Cpu)?;
+    let out: HashMap<String, Tensor> = [("logits".to_string(), logits)].into();
+    let mut file = illama_formats::AtomicFile::create(&a.output, a.force)?;
+    let bytes = safetensors::serialize(out.iter().map(|(k, v)| (k.as_str(), v)), None)?;
+    std::io::Write::write_all(file.file(), &bytes)?;
+    file.commit()?;
+    Ok(())
+}
