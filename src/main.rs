@@ -29,10 +29,8 @@ enum Command {
     Convert(commands::convert::Args),
     Select(commands::select::Args),
     Logits(commands::logits::Args),
-    /// Measure top-1/top-5 accuracy on ImageNet val (not available yet).
-    Verify(commands::unavailable::Args),
-    /// Classify images with an iLLaMA checkpoint (not available yet).
-    Predict(commands::unavailable::Args),
+    Verify(commands::verify::Args),
+    Predict(commands::predict::Args),
     /// Fine-tune iLLaMA on ImageNet with the paper's recipe (not available yet).
     Finetune(commands::unavailable::Args),
     /// Run the whole pipeline on bundled data (not available yet).
@@ -51,8 +49,8 @@ fn main() -> ExitCode {
         Command::Convert(a) => commands::convert::run(a),
         Command::Select(a) => commands::select::run(a),
         Command::Logits(a) => commands::logits::run(a),
-        Command::Verify(_) => return commands::unavailable::run("verify"),
-        Command::Predict(_) => return commands::unavailable::run("predict"),
+        Command::Verify(a) => commands::verify::run(a),
+        Command::Predict(a) => commands::predict::run(a),
         Command::Finetune(_) => return commands::unavailable::run("finetune"),
         Command::Quickstart(_) => return commands::unavailable::run("quickstart"),
     };

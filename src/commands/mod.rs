@@ -1,8 +1,10 @@
 pub mod convert;
 pub mod inspect;
 pub mod logits;
+pub mod predict;
 pub mod select;
 pub mod unavailable;
+pub mod verify;
 
 /// `1.5 GB`-style sizes for people.
 pub fn human_bytes(n: u64) -> String {

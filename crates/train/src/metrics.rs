@@ -1,0 +1,75 @@
+//! Top-k accuracy and cross-entropy from logits, computed in f64 on the host.
+
+/// Accumulates top-1/top-5 hits and summed cross-entropy over batches.
+#[derive(Debug, Clone, Default)]
+pub struct Accuracy {
+    pub images: usize,
+    pub top1: usize,
+    pub top5: usize,
+    pub loss_sum: f64,
+}
+
+impl Accuracy {
+    /// `logits` is [rows, classes] row-major.
+    pub fn add(&mut self, logits: &[f32], classes: usize, labels: &[i64]) {
+        for (row, &label) in logits.chunks_exact(classes).zip(labels) {
+            let label = label as usize;
+            let target = row[label];
+            // Rank: how many classes score strictly higher (ties count in the label's favour,
+            // as a stable sort of torch.topk would place the lower index first only by chance).
+            let higher = row.iter().filter(|&&v| v > target).count();
+            self.top1 += (higher == 0) as usize;
+            self.top5 += (higher < 5) as usize;
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&v| (v as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            self.loss_sum += lse - target as f64;
+            self.images += 1;
+        }
+    }
+
+    pub fn top1_percent(&self) -> f64 {
+        100.0 * self.top1 as f64 / self.images.max(1) as f64
+    }
+    pub fn top5_percent(&self) -> f64 {
+        100.0 * self.top5 as f64 / self.images.max(1) as f64
+    }
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / self.images.max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_loss() {
+        let mut a = Accuracy::default();
+        // Two rows of 6 classes: label 2 is top-1 in the first, 5th in the second.
+        let logits = [0.0, 1.0, 5.0, 2.0, 0.5, 0.1, 9.0, 8.0, 7.0, 1.0, 6.5, 0.0];
+        a.add(&logits, 6, &[2, 3]);
+        assert_eq!((a.top1, a.top5, a.images), (1, 2, 2));
+        // 6th of 6: outside the top 5.
+        let mut b = Accuracy::default();
+        b.add(&[9.0, 8.0, 7.0, 6.0, 5.0, 4.0], 6, &[5]);
+        assert_eq!((b.top1, b.top5), (0, 0));
+        let row0: f64 = [0.0f64, 1.0, 5.0, 2.0, 0.5, 0.1]
+            .iter()
+            .map(|v| v.exp())
+            .sum::<f64>()
+            .ln()
+            - 5.0;
+        let row1: f64 = [9.0f64, 8.0, 7.0, 1.0, 6.5, 0.0]
+            .iter()
+            .map(|v| v.exp())
+            .sum::<f64>()
+            .ln()
+            - 1.0;
+        assert!((a.mean_loss() - (row0 + row1) / 2.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,98 @@
+use crate::commands::parse_model;
+use anyhow::Context;
+use candle_core::{DType, Tensor};
+use illama_data::{decode_rgb, imagenet_classes, EvalTransform};
+use illama_model::{load, parse_device, LoadOptions};
+use std::path::PathBuf;
+
+/// Classify images with an iLLaMA checkpoint: the top-k ImageNet classes and probabilities.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  illama-tools predict cat.jpg dog.png --weights illama_tiny_in1k.pth\n  illama-tools predict photos/*.jpg --weights w.safetensors --topk 1 --json"
+)]
+pub struct Args {
+    /// Image files (JPEG, PNG, ...; the format is read from the content).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    #[arg(long)]
+    weights: PathBuf,
+    /// Architecture: tiny, small, base, large, custom:DIM,DEPTH,HEADS[,MLP]. Default: inferred.
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long, default_value_t = 5)]
+    topk: usize,
+    #[arg(long, default_value_t = 224)]
+    input_size: usize,
+    /// cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let opts = LoadOptions {
+        config: a.model.as_deref().map(parse_model).transpose()?,
+        img_size: Some(a.input_size),
+        device: parse_device(&a.device).map_err(anyhow::Error::msg)?,
+        ..Default::default()
+    };
+    let (model, _) =
+        load(&a.weights, &opts).with_context(|| format!("loading {}", a.weights.display()))?;
+    let names = imagenet_classes();
+    let t = EvalTransform::new(a.input_size);
+    let s = a.input_size;
+    let mut results = Vec::new();
+    for path in &a.images {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let img = decode_rgb(&bytes).with_context(|| format!("{}", path.display()))?;
+        let x = Tensor::from_vec(t.apply(&img), (1, 3, s, s), model.device())?;
+        let probs: Vec<f32> = candle_nn_softmax(&model.forward(&x)?.to_dtype(DType::F32)?)?;
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]).then(i.cmp(&j)));
+        let top: Vec<serde_json::Value> = order
+            .iter()
+            .take(a.topk)
+            .map(|&c| {
+                let (wnid, name) = if probs.len() == names.len() {
+                    names[c]
+                } else {
+                    ("", "")
+                };
+                let name = if name.is_empty() {
+                    format!("class {c}")
+                } else {
+                    name.split(',').next().unwrap_or(name).to_string()
+                };
+                serde_json::json!({"class": c, "wnid": wnid, "name": name, "probability": probs[c]})
+            })
+            .collect();
+        results.push(serde_json::json!({"image": path, "top": top}));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for r in &results {
+            println!("{}", r["image"].as_str().unwrap_or_default());
+            for t in r["top"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:>6.2}%  {:<4} {}  {}",
+                    t["probability"].as_f64().unwrap_or(0.0) * 100.0,
+                    t["class"],
+                    t["wnid"].as_str().unwrap_or(""),
+                    t["name"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn candle_nn_softmax(logits: &Tensor) -> candle_core::Result<Vec<f32>> {
+    let row: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    Ok(exp.iter().map(|&e| (e / sum) as f32).collect())
+}

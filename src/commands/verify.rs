@@ -1,0 +1,219 @@
+use crate::commands::parse_model;
+use anyhow::{bail, Context};
+use candle_core::{Device, Tensor};
+use illama_data::{eval_batches, imagenet_classes, Dataset, EvalTransform, LoaderOptions};
+use illama_model::{load, parse_device, LoadOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Measure top-1/top-5 accuracy and loss of a checkpoint on ImageNet val.
+///
+/// Preprocessing is the reference's: decode by content, RGB like PIL, bicubic resize of the
+/// shorter side to 256 with PIL's antialiasing, center crop 224 (or a warp to 384 and above),
+/// ImageNet normalisation; EXIF orientation is not applied (torchvision's loader ignores it).
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  illama-tools verify --imagenet ~/imagenet/val --weights illama_tiny_in1k.pth\n  illama-tools verify --imagenet ~/imagenet/val --weights illama_base_384.pth --input-size 384 --json\n  illama-tools verify --imagenet ~/ILSVRC2012_img_val --labels val_labels.csv --weights w.pth\n  illama-tools verify --imagenet val/ --weights w.pth --limit 64 --dump-inputs inputs.safetensors"
+)]
+pub struct Args {
+    /// Validation images: an ImageFolder (<dir>/<wnid>/*.JPEG) or, with --labels, a flat folder.
+    #[arg(long)]
+    imagenet: PathBuf,
+    /// Checkpoint (.pth or .safetensors; training checkpoints too).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Architecture: tiny, small, base, large, custom:DIM,DEPTH,HEADS[,MLP]. Default: inferred.
+    #[arg(long)]
+    model: Option<String>,
+    /// Entry of a training checkpoint to evaluate (model, model_ema).
+    #[arg(long)]
+    key: Option<String>,
+    /// Labels of a flat folder: a file,wnid CSV, Kaggle's LOC_val_solution.csv, or the devkit's
+    /// ground truth with --devkit-synsets.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// The 1000 wnids in ILSVRC2012_ID order, for devkit ground-truth labels.
+    #[arg(long)]
+    devkit_synsets: Option<PathBuf>,
+    /// Evaluation resolution: 224 (resize 256, crop) or 384 (warp); other sizes follow the same rule.
+    #[arg(long, default_value_t = 224)]
+    input_size: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Evaluate only the first N images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Decoding threads. Default: all cores.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Leave unreadable images out (they are listed) instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Write the preprocessed inputs (pixel_values [N,3,S,S] f32, labels [N] i64) to this
+    /// safetensors file, to compare with torchvision pixel by pixel. Use with --limit.
+    #[arg(long)]
+    dump_inputs: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
+    let opts = LoadOptions {
+        config: a.model.as_deref().map(parse_model).transpose()?,
+        img_size: Some(a.input_size),
+        device,
+        key: a.key.clone(),
+        ..Default::default()
+    };
+    let (model, report) =
+        load(&a.weights, &opts).with_context(|| format!("loading {}", a.weights.display()))?;
+    let classes = model.config.num_classes;
+    let imagenet: Vec<String> = imagenet_classes()
+        .iter()
+        .map(|(w, _)| w.to_string())
+        .collect();
+    let mut dataset = match &a.labels {
+        Some(labels) => Dataset::flat(
+            &a.imagenet,
+            labels,
+            imagenet.clone(),
+            a.devkit_synsets.as_deref(),
+        )?,
+        None => Dataset::image_folder(&a.imagenet)?,
+    };
+    let mut notes = Vec::new();
+    // ImageFolder labels are folder positions; when the folders are ImageNet-1k wnids (all of
+    // them, or a subset) and the model has 1000 classes, the wnid decides, which is the same
+    // when all 1000 folders are there and right when only some are.
+    if a.labels.is_none() && classes == 1000 && dataset.classes.iter().all(|c| imagenet.contains(c))
+    {
+        if dataset.classes.len() != 1000 {
+            notes.push(format!(
+                "{} of the 1000 ImageNet classes present; labels follow their wnids",
+                dataset.classes.len()
+            ));
+        }
+        let remap: Vec<usize> = dataset
+            .classes
+            .iter()
+            .map(|c| imagenet.iter().position(|w| w == c).expect("checked"))
+            .collect();
+        for s in &mut dataset.samples {
+            s.label = remap[s.label];
+        }
+        dataset.classes = imagenet.clone();
+    } else if dataset.classes.len() > classes {
+        bail!(
+            "{} classes in {}, but the model has {classes}",
+            dataset.classes.len(),
+            a.imagenet.display()
+        );
+    }
+    let total = a.limit.unwrap_or(usize::MAX).min(dataset.samples.len());
+    let workers = a
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let batches = eval_batches(
+        &dataset,
+        EvalTransform::new(a.input_size),
+        LoaderOptions {
+            batch_size: a.batch_size,
+            workers,
+            skip_bad: a.skip_bad,
+            limit: a.limit,
+            prefetch: 3,
+        },
+    );
+    let bar = (!a.json && std::io::stderr().is_terminal()).then(|| {
+        let b = ProgressBar::new(total as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:40.cyan/blue}] {pos}/{len} images {per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b
+    });
+    let mut dumped: Vec<f32> = Vec::new();
+    let mut dumped_labels: Vec<i64> = Vec::new();
+    let eval = illama_train::evaluate(&model, batches, a.input_size, |batch, acc| {
+        if a.dump_inputs.is_some() {
+            dumped.extend_from_slice(&batch.pixels);
+            dumped_labels.extend_from_slice(&batch.labels);
+        }
+        if let Some(b) = &bar {
+            b.inc((batch.labels.len() + batch.skipped.len()) as u64);
+            b.set_message(format!("top-1 {:.2}%", acc.top1_percent()));
+        }
+    })
+    .map_err(anyhow::Error::msg)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Some(path) = &a.dump_inputs {
+        let n = dumped_labels.len();
+        let s = a.input_size;
+        let map: HashMap<String, Tensor> = [
+            (
+                "pixel_values".to_string(),
+                Tensor::from_vec(dumped, (n, 3, s, s), &Device::Cpu)?,
+            ),
+            (
+                "labels".to_string(),
+                Tensor::from_vec(dumped_labels, n, &Device::Cpu)?,
+            ),
+        ]
+        .into();
+        let mut file = illama_formats::AtomicFile::create(path, true)?;
+        let bytes = safetensors::serialize(map.iter().map(|(k, v)| (k.as_str(), v)), None)?;
+        std::io::Write::write_all(file.file(), &bytes)?;
+        file.commit()?;
+    }
+    if a.json {
+        let out = serde_json::json!({
+            "weights": a.weights,
+            "model": report.config,
+            "model_from": report.config_source,
+            "dataset": a.imagenet,
+            "input_size": a.input_size,
+            "top1": eval.top1,
+            "top5": eval.top5,
+            "loss": eval.loss,
+            "images": eval.images,
+            "seconds": eval.seconds,
+            "images_per_second": eval.images_per_second,
+            "unreadable": eval.unreadable.iter().map(|(p, e)| serde_json::json!({"file": p, "error": e})).collect::<Vec<_>>(),
+            "notes": notes,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for n in &notes {
+            println!("note: {n}");
+        }
+        println!(
+            "{}: top-1 {:.3}%  top-5 {:.3}%  loss {:.4}  ({} images at {}px, {:.1} images/s)",
+            a.weights.display(),
+            eval.top1,
+            eval.top5,
+            eval.loss,
+            eval.images,
+            a.input_size,
+            eval.images_per_second
+        );
+        if !eval.unreadable.is_empty() {
+            println!("{} unreadable images left out:", eval.unreadable.len());
+            for (p, e) in &eval.unreadable {
+                println!("  {}: {e}", p.display());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! End-to-end tests of `verify` and `predict` on real photographs, against numbers computed by
+//! PyTorch + torchvision (fixtures/gen/make_images.py).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_illama-tools"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The official flat layout: ILSVRC2012_val_*.JPEG files and a file,wnid CSV.
+fn flat_copy(dir: &Path) -> (PathBuf, PathBuf, Value) {
+    let spec: Value =
+        serde_json::from_slice(&std::fs::read(root().join("images/verify.json")).unwrap()).unwrap();
+    let flat = dir.join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    let mut csv = String::from("ImageId,wnid\n");
+    for im in spec["images"].as_array().unwrap() {
+        let file = im["file"].as_str().unwrap();
+        std::fs::copy(
+            root()
+                .join("images/val")
+                .join(im["source"].as_str().unwrap()),
+            flat.join(file),
+        )
+        .unwrap();
+        csv.push_str(&format!("{file},{}\n", im["wnid"].as_str().unwrap()));
+    }
+    let labels = dir.join("labels.csv");
+    std::fs::write(&labels, csv).unwrap();
+    (flat, labels, spec)
+}
+
+#[test]
+fn verify_reproduces_pytorch_top1_top5_and_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let (flat, labels, spec) = flat_copy(dir.path());
+    let weights = root().join("model/tiny.safetensors");
+    let r = json(&run(&[
+        "verify",
+        "--imagenet",
+        flat.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--batch-size",
+        "5",
+        "--workers",
+        "2",
+        "--json",
+    ]));
+    assert_eq!(r["images"], 17);
+    assert!(
+        (r["top1"].as_f64().unwrap() - spec["top1"].as_f64().unwrap()).abs() < 1e-4,
+        "{r}"
+    );
+    assert!(
+        (r["top5"].as_f64().unwrap() - spec["top5"].as_f64().unwrap()).abs() < 1e-4,
+        "{r}"
+    );
+    assert!(
+        (r["loss"].as_f64().unwrap() - spec["loss"].as_f64().unwrap()).abs() < 2e-3,
+        "{r}"
+    );
+    assert!(
+        spec["correct_top1"].as_u64().unwrap() > 0
+            && spec["correct_top5"].as_u64().unwrap() > spec["correct_top1"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn dumped_inputs_match_torchvision_pixels() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("inputs.safetensors");
+    let weights = root().join("model/tiny.safetensors");
+    let val = root().join("images/val");
+    json(&run(&[
+        "verify",
+        "--imagenet",
+        val.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--limit",
+        "4",
+        "--dump-inputs",
+        dump.to_str().unwrap(),
+        "--json",
+    ]));
+    let t = candle_core::safetensors::load(&dump, &candle_core::Device::Cpu).unwrap();
+    let x = &t["pixel_values"];
+    assert_eq!(x.dims(), &[4, 3, 224, 224]);
+    let labels: Vec<i64> = t["labels"].to_vec1().unwrap();
+    assert_eq!(labels, vec![281; 4], "n02123045 is ImageNet class 281");
+    let mean = [0.485f32, 0.456, 0.406];
+    let std = [0.229f32, 0.224, 0.225];
+    for i in 0..4 {
+        let want = illama_data::decode_rgb(
+            &std::fs::read(root().join(format!("images/expected/224/{i:02}.png"))).unwrap(),
+        )
+        .unwrap();
+        let got: Vec<f32> = x.get(i).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let plane = 224 * 224;
+        let mut diff = 0f64;
+        for (p, px) in want.data.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                let level = (got[c * plane + p] * std[c] + mean[c]) * 255.0;
+                diff += (level as f64 - px[c] as f64).abs();
+            }
+        }
+        let diff = diff / (plane * 3) as f64;
+        assert!(diff <= 1.0, "image {i}: mean |diff| {diff}");
+    }
+}
+
+#[test]
+fn unreadable_images_stop_the_run_unless_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cls = dir.path().join("val/n02123045");
+    std::fs::create_dir_all(&cls).unwrap();
+    std::fs::copy(
+        root().join("images/val/n02123045/chelsea.JPEG"),
+        cls.join("a.JPEG"),
+    )
+    .unwrap();
+    let good = std::fs::read(cls.join("a.JPEG")).unwrap();
+    std::fs::write(cls.join("b_truncated.JPEG"), &good[..good.len() / 3]).unwrap();
+    std::fs::write(cls.join("c_text.JPEG"), b"not an image at all").unwrap();
+    let weights = root().join("model/tiny.safetensors");
+    let val = dir.path().join("val");
+    let out = run(&[
+        "verify",
+        "--imagenet",
+        val.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("b_truncated.JPEG") && err.contains("--skip-bad"),
+        "{err}"
+    );
+    let r = json(&run(&[
+        "verify",
+        "--imagenet",
+        val.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--skip-bad",
+        "--json",
+    ]));
+    assert_eq!(r["images"], 1);
+    let bad: Vec<&str> = r["unreadable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(bad.len(), 2);
+    assert!(bad[0].ends_with("b_truncated.JPEG") && bad[1].ends_with("c_text.JPEG"));
+}
+
+#[test]
+fn predict_prints_named_classes() {
+    let img = root().join("images/val/n07920052/coffee_really_png.JPEG");
+    let weights = root().join("model/tiny.safetensors");
+    let r = json(&run(&[
+        "predict",
+        img.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--topk",
+        "3",
+        "--json",
+    ]));
+    let top = r[0]["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    let p: Vec<f64> = top
+        .iter()
+        .map(|t| t["probability"].as_f64().unwrap())
+        .collect();
+    assert!(p[0] >= p[1] && p[1] >= p[2] && p[0] > 0.0);
+    assert!(top[0]["wnid"].as_str().unwrap().starts_with('n'));
+    assert!(!top[0]["name"].as_str().unwrap().is_empty());
+    let out = run(&[
+        "predict",
+        "/nonexistent.jpg",
+        "--weights",
+        weights.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.jpg"));
+}
