@@ -212,10 +212,10 @@ fn print_summary(r: &SelectReport) {
         println!("note: {n}");
     }
     println!(
-        "wrote {} ({}, {} tensors, {:?})",
+        "wrote {} ({}, {} tensors, {})",
         r.output.display(),
         human_bytes(r.bytes),
         r.tensors.len(),
-        r.format
+        format!("{:?}", r.format).to_lowercase()
     );
 }
