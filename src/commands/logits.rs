@@ -35,6 +35,9 @@ pub struct Args {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Compute dtype: f32 (exact parity with PyTorch), bf16 or f16 (faster where supported).
+    #[arg(long, default_value = "f32", value_parser = super::parse_compute_dtype)]
+    dtype: candle_core::DType,
     /// Overwrite an existing output.
     #[arg(long)]
     force: bool,
@@ -65,6 +68,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         config: a.model.as_deref().map(super::parse_model).transpose()?,
         img_size: Some(size),
         device: device.clone(),
+        dtype: a.dtype,
         ..Default::default()
     };
     let (model, _) = load(&a.weights, &opts)?;

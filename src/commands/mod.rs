@@ -51,3 +51,13 @@ pub fn parse_model(s: &str) -> anyhow::Result<illama_arch::IllamaConfig> {
             )
         })
 }
+
+/// `f32`, `bf16` or `f16`: the dtype the model computes in.
+pub fn parse_compute_dtype(s: &str) -> Result<candle_core::DType, String> {
+    match s {
+        "f32" | "fp32" => Ok(candle_core::DType::F32),
+        "bf16" => Ok(candle_core::DType::BF16),
+        "f16" | "fp16" => Ok(candle_core::DType::F16),
+        _ => Err(format!("'{s}': expected f32, bf16 or f16")),
+    }
+}

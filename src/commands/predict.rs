@@ -26,6 +26,9 @@ pub struct Args {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Compute dtype: f32 (exact parity with PyTorch), bf16 or f16 (faster where supported).
+    #[arg(long, default_value = "f32", value_parser = super::parse_compute_dtype)]
+    dtype: candle_core::DType,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -36,6 +39,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         config: a.model.as_deref().map(parse_model).transpose()?,
         img_size: Some(a.input_size),
         device: parse_device(&a.device).map_err(anyhow::Error::msg)?,
+        dtype: a.dtype,
         ..Default::default()
     };
     let (model, _) =

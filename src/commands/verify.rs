@@ -51,6 +51,9 @@ pub struct Args {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Compute dtype: f32 (exact parity with PyTorch), bf16 or f16 (faster where supported).
+    #[arg(long, default_value = "f32", value_parser = super::parse_compute_dtype)]
+    dtype: candle_core::DType,
     /// Leave unreadable images out (they are listed) instead of stopping.
     #[arg(long)]
     skip_bad: bool,
@@ -70,6 +73,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         img_size: Some(a.input_size),
         device,
         key: a.key.clone(),
+        dtype: a.dtype,
         ..Default::default()
     };
     let (model, report) =

@@ -62,13 +62,17 @@ impl Rope {
         })
     }
 
-    /// Rotates consecutive pairs of `x` [B, heads, tokens, head_dim] (the interleaved form).
+    /// Rotates consecutive pairs of `x` [B, heads, tokens, head_dim] (the interleaved form), in
+    /// f32 whatever the model's dtype, as the reference does (`xq.float()`, then `type_as`).
     pub fn apply(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train {
-            candle_nn::rotary_emb::rope_i_slow(x, &self.cos, &self.sin)
+        let dtype = x.dtype();
+        let xf = x.to_dtype(DType::F32)?;
+        let out = if train {
+            candle_nn::rotary_emb::rope_i_slow(&xf, &self.cos, &self.sin)?
         } else {
-            candle_nn::rotary_emb::rope_i(&x.contiguous()?, &self.cos, &self.sin)
-        }
+            candle_nn::rotary_emb::rope_i(&xf.contiguous()?, &self.cos, &self.sin)?
+        };
+        out.to_dtype(dtype)
     }
 }
 

@@ -144,3 +144,31 @@ fn strict_loading_names_missing_and_unexpected_keys() {
     .to_string();
     assert!(e.contains("pass --model"), "{e}");
 }
+
+#[test]
+fn bf16_inference_stays_close_to_f32() {
+    let cases = cases("custom");
+    let x = cases["input_64"].to_dtype(DType::F32).unwrap();
+    let want = &cases["logits_64_r0.0"];
+    let opts = LoadOptions {
+        config: Some(custom()),
+        dtype: DType::BF16,
+        ..Default::default()
+    };
+    let (model, _) = load(&fixtures().join("custom.safetensors"), &opts).unwrap();
+    let got = model.forward(&x).unwrap().to_dtype(DType::F32).unwrap();
+    let diff = max_abs_diff(&got, want);
+    let scale = want
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        diff <= 0.05 * scale.max(1.0),
+        "bf16 max |diff| {diff} (logits up to {scale})"
+    );
+}
