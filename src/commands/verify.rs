@@ -74,7 +74,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         device,
         key: a.key.clone(),
         dtype: a.dtype,
-        ..Default::default()
     };
     let (model, report) =
         load(&a.weights, &opts).with_context(|| format!("loading {}", a.weights.display()))?;
