@@ -36,6 +36,42 @@ impl SourceFile {
     pub fn len(&self) -> u64 {
         self.map.len() as u64
     }
+
+    /// Reads bytes with `pread`, without touching the mapping.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| FormatError::io(&self.path, e))
+    }
+
+    /// A reader over the file (not the mapping) for parsers that seek around, such as the zip
+    /// directory reader: touching mapped pages would count them (with the kernel's large page
+    /// folios, megabytes at a time) against our resident memory.
+    pub fn reader(&self) -> Result<std::io::BufReader<File>> {
+        let f = self
+            .file
+            .try_clone()
+            .map_err(|e| FormatError::io(&self.path, e))?;
+        Ok(std::io::BufReader::with_capacity(64 << 10, f))
+    }
+
+    /// Drops our mapping of `[start, start + len)` from the resident set (the page cache keeps
+    /// the data; touching it again maps it back).
+    pub fn release(&self, start: u64, len: u64) {
+        if len == 0 || start >= self.len() {
+            return;
+        }
+        let len = len.min(self.len() - start);
+        // SAFETY: the mapping is read-only and file-backed; MADV_DONTNEED only drops our page
+        // table entries, and later reads fault the same file contents back in.
+        let _ = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                start as usize,
+                len as usize,
+            )
+        };
+    }
 }
 
 /// Where a storage's bytes are.
@@ -99,8 +135,7 @@ const MAX_DEFLATE_RATIO: u64 = 1032;
 
 pub(crate) fn inflate(src: &SourceFile, entry: usize, expected: u64) -> Result<Vec<u8>> {
     let corrupt = |why: String| FormatError::corrupt(&src.path, why);
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(&src.map[..]))
-        .map_err(|e| corrupt(format!("zip: {e}")))?;
+    let mut archive = crate::torch::open_zip(src)?;
     let mut f = archive
         .by_index(entry)
         .map_err(|e| corrupt(format!("zip entry {entry}: {e}")))?;

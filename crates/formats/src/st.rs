@@ -40,6 +40,7 @@ pub fn parse_header(
 pub(crate) fn read_safetensors(src: &SourceFile, file_index: usize) -> Result<StFile> {
     let (n, meta) = parse_header(&src.map).map_err(|why| FormatError::corrupt(&src.path, why))?;
     let data_start = 8 + n as u64;
+    src.release(0, data_start);
     let mut tensors: Vec<StTensor> = meta
         .tensors()
         .into_iter()

@@ -439,16 +439,7 @@ impl TensorStore {
     pub fn release(&self, t: &TensorInfo) {
         let s = &self.storages[t.storage];
         if let Some(start) = s.file_offset() {
-            let map = &self.files[s.file].map;
-            // SAFETY: the mapping is read-only and file-backed; MADV_DONTNEED only drops our page
-            // table entries, and later reads fault the same file contents back in.
-            let _ = unsafe {
-                map.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    start as usize,
-                    s.nbytes as usize,
-                )
-            };
+            self.files[s.file].release(start, s.nbytes);
         }
     }
 

@@ -68,6 +68,7 @@ pub(crate) fn read_legacy(src: &SourceFile, file_index: usize) -> Result<TorchFi
         other => return Err(corrupt(format!("storage key list is a {}", other.kind()))),
     };
 
+    src.release(0, pos as u64);
     // Walk the raw storage records that follow the pickles.
     let mut roots: BTreeMap<String, (u64, u64)> = BTreeMap::new(); // key -> (start, nbytes)
     let mut at = pos as u64;
@@ -76,10 +77,12 @@ pub(crate) fn read_legacy(src: &SourceFile, file_index: usize) -> Result<TorchFi
             .storages
             .get(key)
             .ok_or_else(|| corrupt(format!("storage '{key}' is listed but never used")))?;
-        let header = data
-            .get(at as usize..at as usize + 8)
-            .ok_or_else(|| corrupt(format!("truncated before storage '{key}'")))?;
-        let count = u64::from_le_bytes(header.try_into().unwrap());
+        if at + 8 > src.len() {
+            return Err(corrupt(format!("truncated before storage '{key}'")));
+        }
+        let mut header = [0u8; 8];
+        src.read_at(at, &mut header)?;
+        let count = u64::from_le_bytes(header);
         let nbytes = count
             .checked_mul(decl.dtype.size() as u64)
             .ok_or_else(|| corrupt(format!("storage '{key}' claims {count} elements")))?;

@@ -17,8 +17,7 @@ struct Entry {
 /// Reads the archive's directory and `data.pkl`; tensor bytes stay in the file.
 pub(crate) fn read_zip(src: &SourceFile, file_index: usize) -> Result<TorchFile> {
     let corrupt = |why: String| FormatError::corrupt(&src.path, why);
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(&src.map[..]))
-        .map_err(|e| corrupt(format!("zip: {e}")))?;
+    let mut archive = super::open_zip(src)?;
     let mut entries: HashMap<String, Entry> = HashMap::new();
     for index in 0..archive.len() {
         let f = archive
@@ -140,12 +139,13 @@ const MAX_PICKLE_BYTES: u64 = 1 << 31;
 
 fn entry_bytes(src: &SourceFile, e: &Entry, name: &str) -> Result<Vec<u8>> {
     match e.method {
-        CompressionMethod::Stored => {
-            let (s, n) = (e.data_start as usize, e.compressed as usize);
-            Ok(src.map[s..s + n].to_vec())
+        CompressionMethod::Stored if e.compressed <= MAX_PICKLE_BYTES => {
+            let mut buf = vec![0u8; e.compressed as usize];
+            src.read_at(e.data_start, &mut buf)?;
+            Ok(buf)
         }
         CompressionMethod::Deflated if e.size <= MAX_PICKLE_BYTES => inflate(src, e.index, e.size),
-        CompressionMethod::Deflated => Err(FormatError::corrupt(
+        CompressionMethod::Stored | CompressionMethod::Deflated => Err(FormatError::corrupt(
             &src.path,
             format!("{name} claims {} bytes", e.size),
         )),
