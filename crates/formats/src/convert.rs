@@ -238,9 +238,17 @@ pub fn convert(
     let groups = plan_shards(&store, opts, sharded);
 
     progress.begin("converting", report.tensor_bytes);
-    // Hash the inputs on a second thread while the main one copies tensors.
+    // Hash the inputs (recorded in safetensors metadata only) on a second thread while the main
+    // one copies tensors.
+    let hash = target == TargetFormat::Safetensors;
     let (files, source_sha) = std::thread::scope(|scope| -> Result<_> {
-        let hashing = scope.spawn(|| hash_sources(&store));
+        let hashing = scope.spawn(|| {
+            if hash {
+                hash_sources(&store)
+            } else {
+                Ok(BTreeMap::new())
+            }
+        });
         let written = if sharded {
             write_sharded(
                 &store,

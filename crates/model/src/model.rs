@@ -38,9 +38,9 @@ impl Block {
     ) -> Result<Tensor> {
         let a = self
             .attn
-            .forward(&self.norm1.forward(x)?, rope, mask, train)?;
+            .forward(&self.norm1.forward(x, !train)?, rope, mask, train)?;
         let x = (x + drop_path(&a, self.drop_path, train)?)?;
-        let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
+        let m = self.mlp.forward(&self.norm2.forward(&x, !train)?)?;
         x + drop_path(&m, self.drop_path, train)?
     }
 }
@@ -182,7 +182,7 @@ impl Illama {
         for block in &self.blocks {
             x = block.forward(&x, &self.rope, mask.as_ref(), train)?;
         }
-        let x = self.norm.forward(&x)?;
+        let x = self.norm.forward(&x, !train)?;
         let last = x.narrow(1, n - 1, 1)?.squeeze(1)?;
         self.head.forward(&last)
     }
