@@ -552,7 +552,9 @@ fn out_tensors<'a>(
         .collect()
 }
 
-fn write_file(
+/// Writes `tensors` in `target` format to `file` (whose final name is `path`: it names errors
+/// and, for `.pth`, the archive's root folder). Returns the bytes written.
+pub fn write_file(
     path: &Path,
     file: &mut std::fs::File,
     target: TargetFormat,

@@ -6,22 +6,17 @@ use crate::indices::{describe, ElementSelection, LayerSelection};
 use crate::teacher::{TeacherCheckpoint, TeacherConfig, TeacherLayout, Weight};
 use illama_arch::{BlockTensor, IllamaConfig};
 use illama_formats::cast::{cast_bytes, cast_target};
-use illama_formats::convert::Progress;
+use illama_formats::convert::{write_file, Progress};
 use illama_formats::{AtomicFile, DType, FormatError, OutTensor};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 type Result<T> = std::result::Result<T, SelectError>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
-    Safetensors,
-    /// The OrderedDict `.pth` the reference trainer loads with `--finetune`.
-    Pth,
-}
+/// Safetensors, or the OrderedDict `.pth` the reference trainer loads with `--finetune`.
+pub use illama_formats::convert::TargetFormat as OutputFormat;
 
 #[derive(Debug, Clone)]
 pub struct SelectOptions {
@@ -364,36 +359,9 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
     let metadata = metadata(opts, &teacher, &layers, out_dtype);
     progress.begin("selecting", total);
     let mut file = AtomicFile::create(&output, opts.force)?;
-    {
-        let mut w = BufWriter::with_capacity(1 << 20, file.file());
-        match opts.format {
-            OutputFormat::Safetensors => {
-                illama_formats::st::write_safetensors(&mut w, tensors, &metadata)
-            }
-            OutputFormat::Pth => {
-                let stem = output
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .filter(|s| !s.is_empty() && s.is_ascii())
-                    .unwrap_or_else(|| "archive".into());
-                illama_formats::torch::write_pth(&mut w, &stem, tensors, None)
-            }
-        }
-        .map_err(|e| match e {
-            FormatError::Io { path, source } if path.as_os_str() == "<output>" => FormatError::Io {
-                path: output.clone(),
-                source,
-            },
-            other => other,
-        })?;
-        w.flush().map_err(|e| FormatError::Io {
-            path: output.clone(),
-            source: e,
-        })?;
-    }
+    let bytes = write_file(&output, file.file(), opts.format, tensors, &metadata, None)?;
     let output = file.commit()?;
     progress.end();
-    let bytes = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
 
     Ok(SelectReport {
         teacher: TeacherReport {
