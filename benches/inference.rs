@@ -10,6 +10,9 @@ use illama_model::Illama;
 use std::time::Instant;
 
 fn main() -> candle_core::Result<()> {
+    if std::env::var_os("ILLAMA_BENCH_DEFAULT_MALLOC").is_none() {
+        illama_model::keep_freed_memory();
+    }
     let batch: usize = std::env::var("ILLAMA_BENCH_BATCH")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -44,6 +44,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    illama_model::keep_freed_memory();
     let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
     let inputs = candle_core::safetensors::load(&a.input, &Device::Cpu)
         .with_context(|| format!("reading {}", a.input.display()))?;

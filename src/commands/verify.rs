@@ -67,6 +67,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    illama_model::keep_freed_memory();
     let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
     let opts = LoadOptions {
         config: a.model.as_deref().map(parse_model).transpose()?,
