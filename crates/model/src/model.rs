@@ -192,3 +192,53 @@ impl Illama {
         self.forward_with(images, self.soft_mask_rate, false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_path_zeroes_whole_samples_and_rescales_survivors() {
+        let x = Tensor::ones((2000, 3, 4), DType::F32, &Device::Cpu).unwrap();
+        let y = drop_path(&x, 0.25, true).unwrap();
+        let per_sample: Vec<Vec<f32>> = y.flatten_from(1).unwrap().to_vec2().unwrap();
+        let mut dropped = 0;
+        for s in &per_sample {
+            let first = s[0];
+            assert!(
+                s.iter().all(|&v| v == first),
+                "a sample is dropped whole or kept whole"
+            );
+            if first == 0.0 {
+                dropped += 1;
+            } else {
+                assert!((first - 1.0 / 0.75).abs() < 1e-6);
+            }
+        }
+        let rate = dropped as f64 / 2000.0;
+        assert!((rate - 0.25).abs() < 0.05, "drop rate {rate}");
+        // Inference leaves the branch alone.
+        let z = drop_path(&x, 0.25, false).unwrap();
+        assert_eq!(z.sum_all().unwrap().to_scalar::<f32>().unwrap(), 24000.0);
+    }
+
+    #[test]
+    fn soft_mask_blends_causal_and_full() {
+        let m: Vec<Vec<f32>> = soft_mask(3, 0.5, &Device::Cpu, DType::F32)
+            .unwrap()
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        assert_eq!(
+            m,
+            vec![
+                vec![1.0, 0.5, 0.5],
+                vec![1.0, 1.0, 0.5],
+                vec![1.0, 1.0, 1.0]
+            ]
+        );
+        assert!(soft_mask(3, 1.0, &Device::Cpu, DType::F32)
+            .unwrap()
+            .is_none());
+    }
+}
