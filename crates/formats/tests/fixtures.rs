@@ -463,6 +463,7 @@ fn empty_tensor_with_offset_past_its_storage() {
     // data.pkl's storage offset of `empty` (BININT1 0 -> 16), as the fuzzer mutated it.
     assert_eq!(&bytes[0x67b..0x67d], b"K\x00");
     bytes[0x67c] = 0x10;
+    fix_pickle_crc(&mut bytes);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.pth");
     std::fs::write(&path, &bytes).unwrap();
@@ -470,4 +471,25 @@ fn empty_tensor_with_offset_past_its_storage() {
     let t = store.get("empty").unwrap();
     assert_eq!(t.storage_offset, 16);
     assert!(store.bytes(t).unwrap().is_empty());
+}
+
+/// Recomputes the CRC-32 of the first entry (data.pkl) in the central directory after an edit.
+fn fix_pickle_crc(zip: &mut [u8]) {
+    let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as usize;
+    let data_start = 30 + u16_at(zip, 26) + u16_at(zip, 28);
+    let cd = zip.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+    let size = u32::from_le_bytes(zip[cd + 24..cd + 28].try_into().unwrap()) as usize;
+    let crc = crc32fast::hash(&zip[data_start..data_start + size]);
+    zip[cd + 16..cd + 20].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn a_pickle_with_a_wrong_crc_is_refused() {
+    let mut bytes = std::fs::read(fixtures().join("formats/dtypes.pth")).unwrap();
+    bytes[0x67c] = 0x10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.pth");
+    std::fs::write(&path, &bytes).unwrap();
+    let e = TensorStore::open(&path).unwrap_err().to_string();
+    assert!(e.contains("CRC-32 mismatch") && e.contains("x.pth"), "{e}");
 }

@@ -12,6 +12,7 @@ struct Entry {
     data_start: u64,
     compressed: u64,
     size: u64,
+    crc: u32,
 }
 
 /// Reads the archive's directory and `data.pkl`; tensor bytes stay in the file.
@@ -30,7 +31,7 @@ pub(crate) fn read_zip(src: &SourceFile, file_index: usize) -> Result<TorchFile>
         let data_start = f
             .data_start()
             .ok_or_else(|| corrupt(format!("zip entry {name}: no data offset")))?;
-        let (compressed, size) = (f.compressed_size(), f.size());
+        let (compressed, size, crc) = (f.compressed_size(), f.size(), f.crc32());
         if data_start
             .checked_add(compressed)
             .is_none_or(|end| end > src.len())
@@ -48,6 +49,7 @@ pub(crate) fn read_zip(src: &SourceFile, file_index: usize) -> Result<TorchFile>
                 data_start,
                 compressed,
                 size,
+                crc,
             },
         );
     }
@@ -142,6 +144,14 @@ fn entry_bytes(src: &SourceFile, e: &Entry, name: &str) -> Result<Vec<u8>> {
         CompressionMethod::Stored if e.compressed <= MAX_PICKLE_BYTES => {
             let mut buf = vec![0u8; e.compressed as usize];
             src.read_at(e.data_start, &mut buf)?;
+            // The pickle is small and decides everything else: check it. (Tensor storages are
+            // not CRC-checked on read; that would mean reading every byte up front.)
+            if crc32fast::hash(&buf) != e.crc {
+                return Err(FormatError::corrupt(
+                    &src.path,
+                    format!("{name}: CRC-32 mismatch"),
+                ));
+            }
             Ok(buf)
         }
         CompressionMethod::Deflated if e.size <= MAX_PICKLE_BYTES => inflate(src, e.index, e.size),
