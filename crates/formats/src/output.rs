@@ -148,22 +148,3 @@ impl AtomicDir {
         Ok(self.dest.clone())
     }
 }
-
-/// A writer that counts bytes and reports them to a progress callback.
-pub struct CountingWriter<'a, W: Write> {
-    pub inner: W,
-    pub written: u64,
-    pub on_write: &'a dyn Fn(u64),
-}
-
-impl<W: Write> Write for CountingWriter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written += n as u64;
-        (self.on_write)(n as u64);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
