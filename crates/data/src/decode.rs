@@ -35,8 +35,47 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<(), DecodeError> {
     }
 }
 
+/// Color JPEGs through `jpeg-decoder`, whose IDCT and chroma upsampling come closest to the
+/// libjpeg-turbo PIL uses (mean |difference| 0.08-0.11 per channel on the fixture photographs,
+/// against 0.17-0.28 for zune-jpeg). `None` for what the general path (zune-jpeg) does better or
+/// alone: grayscale (0.009 against 0.035 after resizing), CMYK, 16-bit.
+fn decode_jpeg(bytes: &[u8]) -> Result<Option<Rgb8>, DecodeError> {
+    let mut d = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    d.read_info()
+        .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    let info = d
+        .info()
+        .ok_or_else(|| DecodeError::Corrupt("no JPEG header".into()))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    if w as u64 * h as u64 > MAX_PIXELS {
+        return Err(DecodeError::TooLarge(info.width as u32, info.height as u32));
+    }
+    let data = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => d
+            .decode()
+            .map_err(|e| DecodeError::Corrupt(e.to_string()))?,
+        _ => return Ok(None),
+    };
+    if data.len() != w * h * 3 {
+        return Err(DecodeError::Corrupt(format!(
+            "decoded {} bytes for {w}x{h} pixels",
+            data.len()
+        )));
+    }
+    Ok(Some(Rgb8 {
+        width: w,
+        height: h,
+        data,
+    }))
+}
+
 pub fn decode_rgb(bytes: &[u8]) -> Result<Rgb8, DecodeError> {
     check_jpeg_complete(bytes)?;
+    if bytes.starts_with(&[0xff, 0xd8]) {
+        if let Some(img) = decode_jpeg(bytes)? {
+            return Ok(img);
+        }
+    }
     let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DecodeError::Format(e.to_string()))?;
