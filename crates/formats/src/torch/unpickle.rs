@@ -187,17 +187,19 @@ impl Interpreter<'_> {
         match class.as_str() {
             "torch._utils._rebuild_tensor_v2"
             | "torch._utils._rebuild_tensor_v3"
-            | "torch._utils._rebuild_tensor" => {
-                if let Some(&t) = self.tensor_of.get(&id) {
-                    return Ok(Node::Tensor(t));
+            | "torch._utils._rebuild_tensor" => self.rebuild_tensor(id, &class, &args),
+            // Tensor subclasses: _rebuild_from_type_v2(func, subclass, func_args, state).
+            "torch._tensor._rebuild_from_type_v2" => {
+                let inner = args.first().and_then(|&f| self.global_name(f));
+                match (inner, args.get(2)) {
+                    (Some(func), Some(&func_args))
+                        if func.starts_with("torch._utils._rebuild_tensor") =>
+                    {
+                        let func_args = self.tuple_items(func_args);
+                        self.rebuild_tensor(id, &func, &func_args)
+                    }
+                    _ => Err(format!("{class} with an unsupported rebuild function")),
                 }
-                let t = self
-                    .tensor(&class, &args)
-                    .map_err(|e| format!("{class}: {e}"))?;
-                self.tensors.push(t);
-                let index = self.tensors.len() - 1;
-                self.tensor_of.insert(id, index);
-                Ok(Node::Tensor(index))
             }
             "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => {
                 match args.first() {
@@ -238,6 +240,20 @@ impl Interpreter<'_> {
                 Ok(Node::Opaque { class, state })
             }
         }
+    }
+
+    /// A tensor rebuilt by `class(*args)`; the same pickled object reached twice is one tensor.
+    fn rebuild_tensor(&mut self, id: Id, class: &str, args: &[Id]) -> Result<Node, String> {
+        if let Some(&t) = self.tensor_of.get(&id) {
+            return Ok(Node::Tensor(t));
+        }
+        let t = self
+            .tensor(class, args)
+            .map_err(|e| format!("{class}: {e}"))?;
+        self.tensors.push(t);
+        let index = self.tensors.len() - 1;
+        self.tensor_of.insert(id, index);
+        Ok(Node::Tensor(index))
     }
 
     fn int(&self, id: Id, what: &str) -> Result<u64, String> {
