@@ -339,7 +339,8 @@ impl Interpreter<'_> {
         };
         let dtype = if name == "UntypedStorage" && module.starts_with("torch") {
             DType::U8
-        } else if module == "torch" {
+        } else if module == "torch" || module == "torch.cuda" {
+            // Old (legacy-format) checkpoints saved on a GPU name `torch.cuda.FloatStorage`.
             DType::from_torch_storage_class(&name)
                 .ok_or_else(|| format!("unsupported storage type torch.{name}"))?
         } else {
@@ -462,4 +463,40 @@ fn float_json(f: f64) -> Json {
 fn big_int_hex(le: &[u8]) -> String {
     let hex: String = le.iter().rev().map(|b| format!("{b:02x}")).collect();
     format!("int(0x{hex}, two's complement)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pickle::PickleWriter;
+
+    /// `('storage', torch.cuda.FloatStorage, '0', 'cuda:0', 6)` as pre-1.6 GPU checkpoints wrote.
+    #[test]
+    fn cuda_storage_classes_of_old_checkpoints_are_read() {
+        let mut p = PickleWriter::new();
+        p.global("torch._utils", "_rebuild_tensor_v2");
+        p.mark();
+        p.mark();
+        p.str("storage");
+        p.global("torch.cuda", "FloatStorage");
+        p.str("0");
+        p.str("cuda:0");
+        p.int(6);
+        p.tuple_from_mark();
+        p.persistent_id();
+        p.int(0);
+        p.int_tuple(&[2, 3]);
+        p.int_tuple(&[3, 1]);
+        p.bool(false);
+        p.global("collections", "OrderedDict");
+        p.empty_tuple();
+        p.reduce();
+        p.tuple_from_mark();
+        p.reduce();
+        let parsed = crate::pickle::parse(&p.finish()).unwrap();
+        let it = interpret(&parsed).unwrap();
+        assert_eq!(it.root, Node::Tensor(0));
+        assert_eq!(it.tensors[0].dtype, DType::F32);
+        assert_eq!(it.storages["0"].numel, 6);
+    }
 }
