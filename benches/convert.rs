@@ -20,15 +20,8 @@ use illama_formats::convert::{convert, ConvertOptions, NoProgress, TargetFormat}
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
+mod common;
+use common::median;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -9,6 +9,8 @@ use illama_arch::Preset;
 use illama_model::Illama;
 use std::time::Instant;
 
+mod common;
+
 fn main() -> candle_core::Result<()> {
     if std::env::var_os("ILLAMA_BENCH_DEFAULT_MALLOC").is_none() {
         illama_model::keep_freed_memory();
@@ -38,8 +40,7 @@ fn main() -> candle_core::Result<()> {
             model.forward(&x)?.to_vec2::<f32>()?;
             times.push(t.elapsed().as_secs_f64());
         }
-        times.sort_by(f64::total_cmp);
-        let median = times[times.len() / 2];
+        let median = common::median(times);
         println!(
             "candle {:<5} median {median:.3} s/batch  {:.1} images/s",
             preset.name(),

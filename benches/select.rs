@@ -21,15 +21,8 @@ use illama_select::{
 };
 use std::time::Instant;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
+mod common;
+use common::median;
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too, with no teacher set.

@@ -3,6 +3,7 @@ use anyhow::Context;
 use candle_core::{DType, Tensor};
 use illama_data::{decode_rgb, imagenet_classes, EvalTransform};
 use illama_model::{load, parse_device, LoadOptions};
+use illama_train::metrics::{softmax, top_k};
 use std::path::PathBuf;
 
 /// Classify images with an iLLaMA checkpoint: the top-k ImageNet classes and probabilities.
@@ -53,12 +54,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let img = decode_rgb(&bytes).with_context(|| format!("{}", path.display()))?;
         let x = Tensor::from_vec(t.apply(&img), (1, 3, s, s), model.device())?;
-        let probs: Vec<f32> = candle_nn_softmax(&model.forward(&x)?.to_dtype(DType::F32)?)?;
-        let mut order: Vec<usize> = (0..probs.len()).collect();
-        order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]).then(i.cmp(&j)));
-        let top: Vec<serde_json::Value> = order
+        let logits: Vec<f32> = model
+            .forward(&x)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        let probs = softmax(&logits);
+        let top: Vec<serde_json::Value> = top_k(&probs, a.topk)
             .iter()
-            .take(a.topk)
             .map(|&c| {
                 let (wnid, name) = if probs.len() == names.len() {
                     names[c]
@@ -92,12 +95,4 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn candle_nn_softmax(logits: &Tensor) -> candle_core::Result<Vec<f32>> {
-    let row: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
-    let sum: f64 = exp.iter().sum();
-    Ok(exp.iter().map(|&e| (e / sum) as f32).collect())
 }

@@ -93,26 +93,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         None => Dataset::image_folder(&a.imagenet)?,
     };
     let mut notes = Vec::new();
-    // ImageFolder labels are folder positions; when the folders are ImageNet-1k wnids (all of
-    // them, or a subset) and the model has 1000 classes, the wnid decides, which is the same
-    // when all 1000 folders are there and right when only some are.
-    if a.labels.is_none() && classes == 1000 && dataset.classes.iter().all(|c| imagenet.contains(c))
-    {
-        if dataset.classes.len() != 1000 {
+    let present = dataset.classes.len();
+    if a.labels.is_none() && classes == 1000 && dataset.relabel_by_name(&imagenet) {
+        if present != 1000 {
             notes.push(format!(
-                "{} of the 1000 ImageNet classes present; labels follow their wnids",
-                dataset.classes.len()
+                "{present} of the 1000 ImageNet classes present; labels follow their wnids"
             ));
         }
-        let remap: Vec<usize> = dataset
-            .classes
-            .iter()
-            .map(|c| imagenet.iter().position(|w| w == c).expect("checked"))
-            .collect();
-        for s in &mut dataset.samples {
-            s.label = remap[s.label];
-        }
-        dataset.classes = imagenet.clone();
     } else if dataset.classes.len() > classes {
         bail!(
             "{} classes in {}, but the model has {classes}",

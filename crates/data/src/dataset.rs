@@ -120,6 +120,25 @@ impl Dataset {
         })
     }
 
+    /// Re-labels an ImageFolder whose folder names all appear in `classes` (ImageNet wnids, say)
+    /// by name instead of by folder position. With every class present the labels do not change;
+    /// with a subset they become right. Returns false, changing nothing, if a folder is unknown.
+    pub fn relabel_by_name(&mut self, classes: &[String]) -> bool {
+        let Some(remap) = self
+            .classes
+            .iter()
+            .map(|c| classes.iter().position(|w| w == c))
+            .collect::<Option<Vec<usize>>>()
+        else {
+            return false;
+        };
+        for s in &mut self.samples {
+            s.label = remap[s.label];
+        }
+        self.classes = classes.to_vec();
+        true
+    }
+
     /// A flat folder of images with labels from a file: `file,wnid` CSV lines (a header line is
     /// skipped), Kaggle's `LOC_val_solution.csv` (the first word of the prediction string), or
     /// the devkit's ground truth (one ILSVRC2012_ID per line, in file-name order) together with

@@ -45,6 +45,18 @@ fn image_folder_sorts_classes_and_files_and_filters_extensions() {
         ("c/x.webp", 2),
     ];
     assert_eq!(got, want.map(|(p, l)| (p.to_string(), l)));
+
+    // A subset of a larger class list: labels by name.
+    let mut sub = ds.clone();
+    let all: Vec<String> = ["0", "a", "b", "x", "c"].map(String::from).to_vec();
+    assert!(sub.relabel_by_name(&all));
+    assert_eq!(
+        sub.samples.iter().map(|s| s.label).collect::<Vec<_>>(),
+        [1, 2, 2, 2, 4]
+    );
+    let mut unknown = ds.clone();
+    assert!(!unknown.relabel_by_name(&all[..3]));
+    assert_eq!(unknown.samples, ds.samples);
 }
 
 #[test]

@@ -707,7 +707,17 @@ fn verify(
                 pos: 0,
                 buf: Vec::new(),
             };
-            store.copy_to(src, &mut CastWriter::new(&mut cmp, src.dtype, to), &|_| {})?;
+            // A mismatch surfaces as an I/O error of the comparing writer: report it as itself.
+            store
+                .copy_to(src, &mut CastWriter::new(&mut cmp, src.dtype, to), &|_| {})
+                .map_err(|e| match e {
+                    FormatError::Io { source, .. }
+                        if source.kind() == std::io::ErrorKind::InvalidData =>
+                    {
+                        FormatError::Invalid(source.to_string())
+                    }
+                    other => other,
+                })?;
             if cmp.pos != dst.nbytes() {
                 return Err(FormatError::Invalid(format!(
                     "verify: '{name}' has a different length"

@@ -43,9 +43,33 @@ impl Accuracy {
     }
 }
 
+/// Softmax of one row of logits, in f64 for the sums.
+pub fn softmax(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    exp.iter().map(|&e| (e / sum) as f32).collect()
+}
+
+/// Indices of the `k` largest values, largest first (ties: lower index first).
+pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&i, &j| values[j].total_cmp(&values[i]).then(i.cmp(&j)));
+    order.truncate(k);
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn softmax_and_top_k() {
+        let p = softmax(&[1.0, 3.0, 2.0, 3.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!((p[1] / p[0] - 2f32.exp()).abs() < 1e-4);
+        assert_eq!(top_k(&p, 3), vec![1, 3, 2]);
+    }
 
     #[test]
     fn counts_and_loss() {
