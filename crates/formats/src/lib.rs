@@ -13,6 +13,7 @@ pub mod cast;
 pub mod convert;
 pub mod dtype;
 pub mod error;
+pub mod input;
 pub mod inspect;
 pub mod output;
 pub mod pickle;
@@ -24,6 +25,7 @@ pub mod torch;
 pub mod tree;
 
 pub use dtype::DType;
+pub use input::{open_regular, read_bounded, InputError};
 pub use error::{FormatError, Result};
 pub use output::{AtomicDir, AtomicFile, OutTensor};
 pub use source::Storage;
