@@ -43,6 +43,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    remove_partial_outputs_on_signals();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => commands::inspect::run(a),
@@ -54,6 +55,9 @@ fn main() -> ExitCode {
         Command::Finetune(_) => return commands::unavailable::run("finetune"),
         Command::Quickstart(_) => return commands::unavailable::run("quickstart"),
     };
+    for n in illama_formats::output::take_notices() {
+        eprintln!("note: {n}");
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -61,4 +65,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP, removes the outputs being written (their temporary files) and
+/// then dies of the signal as if unhandled, so that an interrupted run leaves nothing behind.
+fn remove_partial_outputs_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            for n in illama_formats::output::take_notices() {
+                eprintln!("note: {n}");
+            }
+            for p in illama_formats::output::remove_partial_outputs() {
+                eprintln!("interrupted: removed the unfinished {}", p.display());
+            }
+            let _ = signal_hook::low_level::emulate_default_handler(sig);
+            std::process::exit(128 + sig);
+        }
+    });
 }

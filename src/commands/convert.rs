@@ -1,4 +1,4 @@
-use super::human_bytes;
+use super::{human_bytes, printable};
 use crate::progress::Bar;
 use crate::size::parse_size;
 use anyhow::Context;
@@ -117,20 +117,25 @@ fn print_summary(r: &ConvertReport) {
     for g in &r.unshared {
         println!(
             "  shared a storage, now independent copies: {}",
-            g.join(", ")
+            printable(&g.join(", "))
         );
     }
     if !r.recorded_in_metadata.is_empty() {
         println!(
             "  recorded in __metadata__ as JSON: {}",
-            r.recorded_in_metadata.join(", ")
+            printable(&r.recorded_in_metadata.join(", "))
         );
     }
     for n in &r.not_converted {
-        println!("  not converted: {} ({}): {}", n.name, n.kind, n.why);
+        println!(
+            "  not converted: {} ({}): {}",
+            printable(&n.name),
+            printable(&n.kind),
+            printable(&n.why)
+        );
     }
     for w in &r.warnings {
-        println!("  note: {w}");
+        println!("  note: {}", printable(w));
     }
     if let Some(i) = &r.index {
         println!("  index {}", i.display());

@@ -1,4 +1,4 @@
-use super::human_bytes;
+use super::{human_bytes, printable};
 use illama_formats::inspect::{inspect, InspectReport};
 use illama_formats::OpenOptions;
 use std::path::PathBuf;
@@ -63,7 +63,7 @@ fn print_table(r: &InspectReport) {
         let shape = format!("{:?}", t.shape);
         let mut line = format!(
             "{:<name_w$}  {:<7} {:<22} {:>12}",
-            t.name,
+            printable(&t.name),
             t.dtype.to_string(),
             shape,
             t.bytes
@@ -72,7 +72,7 @@ fn print_table(r: &InspectReport) {
             line.push_str("  (strided)");
         }
         if let Some(f) = &t.file {
-            line.push_str(&format!("  [{f}]"));
+            line.push_str(&format!("  [{}]", printable(f)));
         }
         println!("{line}");
     }
@@ -89,23 +89,33 @@ fn print_table(r: &InspectReport) {
     if !r.non_tensors.is_empty() {
         println!("non-tensor entries:");
         for e in &r.non_tensors {
-            println!("  {}: {} = {}", e.name, e.kind, short_json(&e.value));
+            println!(
+                "  {}: {} = {}",
+                printable(&e.name),
+                printable(&e.kind),
+                short_json(&e.value)
+            );
         }
     }
     if !r.other_entries.is_empty() {
         println!("other entries of the checkpoint:");
         for e in &r.other_entries {
-            println!("  {}: {} = {}", e.name, e.kind, short_json(&e.value));
+            println!(
+                "  {}: {} = {}",
+                printable(&e.name),
+                printable(&e.kind),
+                short_json(&e.value)
+            );
         }
     }
     if !r.metadata.is_empty() {
         println!("metadata:");
         for (k, v) in &r.metadata {
-            println!("  {k}: {}", shorten(v));
+            println!("  {}: {}", printable(k), printable(&shorten(v)));
         }
     }
     for w in &r.warnings {
-        println!("warning: {w}");
+        println!("warning: {}", printable(w));
     }
 }
 

@@ -1,6 +1,7 @@
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
-use illama_model::{load, parse_device, LoadOptions};
+use illama_formats::{AtomicFile, OutputPolicy};
+use illama_model::{load, parse_device, read_tensors, LoadOptions};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -25,12 +26,12 @@ pub struct Args {
     /// Where to write `logits` [B, classes] f32 (safetensors).
     #[arg(long)]
     output: PathBuf,
-    /// Soft-mask rate r: 0 causal (trained models), 1 bidirectional.
-    #[arg(long, default_value_t = 0.0)]
+    /// Soft-mask rate r in [0, 1]: 0 causal (trained models), 1 bidirectional.
+    #[arg(long, default_value_t = 0.0, value_parser = super::parse_unit_rate)]
     soft_mask_rate: f64,
     /// Input size; default: the size of `pixel_values`. Position embeddings are interpolated
     /// when it differs from the checkpoint's.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_input_size)]
     input_size: Option<usize>,
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -38,28 +39,35 @@ pub struct Args {
     /// Compute dtype: f32 (exact parity with PyTorch), bf16 or f16 (faster where supported).
     #[arg(long, default_value = "f32", value_parser = super::parse_compute_dtype)]
     dtype: candle_core::DType,
-    /// Overwrite an existing output.
+    /// Overwrite an existing output (never an input, a directory or a special file).
     #[arg(long)]
     force: bool,
+    /// Print one JSON object describing what was written.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     illama_model::keep_freed_memory();
     let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
-    let inputs = candle_core::safetensors::load(&a.input, &Device::Cpu)
-        .with_context(|| format!("reading {}", a.input.display()))?;
+    let policy = OutputPolicy::new(a.force).protect([&a.input, &a.weights]);
+    // Refuse a bad output before the work, and again when writing.
+    policy.check_file(&a.output)?;
+    let (inputs, _) =
+        read_tensors(&a.input, None).with_context(|| format!("reading {}", a.input.display()))?;
     let x = inputs
         .get("pixel_values")
         .with_context(|| format!("{}: no tensor 'pixel_values'", a.input.display()))?;
-    let (_, c, h, w) = x
-        .dims4()
-        .with_context(|| format!("{}: pixel_values must be [B, 3, S, S]", a.input.display()))?;
-    if c != 3 || h != w {
-        bail!(
-            "{}: pixel_values is {:?}, expected [B, 3, S, S]",
+    let shape_error = || {
+        anyhow::anyhow!(
+            "{}: pixel_values is {:?}, expected [B, 3, S, S] with B >= 1 and S a multiple of 16",
             a.input.display(),
             x.dims()
-        );
+        )
+    };
+    let (b, c, h, w) = x.dims4().map_err(|_| shape_error())?;
+    if b == 0 || c != 3 || h != w || illama_arch::check_input_size(h, 16).is_err() {
+        return Err(shape_error());
     }
     let size = a.input_size.unwrap_or(h);
     if size != h {
@@ -81,10 +89,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         )?
         .to_dtype(DType::F32)?
         .to_device(&Device::Cpu)?;
+    let shape = logits.dims().to_vec();
     let out: HashMap<String, Tensor> = [("logits".to_string(), logits)].into();
-    let mut file = illama_formats::AtomicFile::create(&a.output, a.force)?;
+    let mut file = AtomicFile::create(&a.output, &policy)?;
     let bytes = safetensors::serialize(out.iter().map(|(k, v)| (k.as_str(), v)), None)?;
     std::io::Write::write_all(file.file(), &bytes)?;
-    file.commit()?;
+    let written = file.commit()?;
+    if a.json {
+        let report = serde_json::json!({
+            "output": written,
+            "logits_shape": shape,
+            "soft_mask_rate": a.soft_mask_rate,
+            "input_size": size,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
     Ok(())
 }

@@ -61,3 +61,49 @@ pub fn parse_compute_dtype(s: &str) -> Result<candle_core::DType, String> {
         _ => Err(format!("'{s}': expected f32, bf16 or f16")),
     }
 }
+
+/// `--input-size`: a multiple of the patch size (16) within the model's bounds.
+pub fn parse_input_size(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
+    illama_arch::check_input_size(n, 16)?;
+    Ok(n)
+}
+
+/// A rate in [0, 1] (`--soft-mask-rate`).
+pub fn parse_unit_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        Ok(_) => Err(format!("{s} is outside [0, 1]")),
+        Err(_) => Err(format!("'{s}' is not a number")),
+    }
+}
+
+/// A count of at least one (`--batch-size`, `--limit`, `--workers`, `--topk`).
+pub fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+/// A name from a file, safe to print on a terminal: control characters (escape sequences,
+/// carriage returns) are shown escaped instead of acting on the terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    }
+}

@@ -20,9 +20,9 @@ pub struct Args {
     /// Architecture: tiny, small, base, large, custom:DIM,DEPTH,HEADS[,MLP]. Default: inferred.
     #[arg(long)]
     model: Option<String>,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = super::parse_positive)]
     topk: usize,
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = 224, value_parser = super::parse_input_size)]
     input_size: usize,
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -34,6 +34,9 @@ pub struct Args {
     #[arg(long)]
     json: bool,
 }
+
+/// Larger files are refused before reading: no photograph comes near it.
+const MAX_IMAGE_FILE_BYTES: u64 = 64 << 20;
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     illama_model::keep_freed_memory();
@@ -51,7 +54,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let s = a.input_size;
     let mut results = Vec::new();
     for path in &a.images {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = illama_formats::read_bounded(path, MAX_IMAGE_FILE_BYTES, "image")?;
         let img = decode_rgb(&bytes).with_context(|| format!("{}", path.display()))?;
         let x = Tensor::from_vec(t.apply(&img), (1, 3, s, s), model.device())?;
         let logits: Vec<f32> = model

@@ -2,6 +2,7 @@ use crate::commands::parse_model;
 use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
 use illama_data::{eval_batches, imagenet_classes, Dataset, EvalTransform, LoaderOptions};
+use illama_formats::OutputPolicy;
 use illama_model::{load, parse_device, LoadOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
@@ -38,15 +39,15 @@ pub struct Args {
     #[arg(long)]
     devkit_synsets: Option<PathBuf>,
     /// Evaluation resolution: 224 (resize 256, crop) or 384 (warp); other sizes follow the same rule.
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = 224, value_parser = super::parse_input_size)]
     input_size: usize,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::parse_positive)]
     batch_size: usize,
     /// Evaluate only the first N images.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_positive)]
     limit: Option<usize>,
     /// Decoding threads. Default: all cores.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_positive)]
     workers: Option<usize>,
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -61,6 +62,9 @@ pub struct Args {
     /// safetensors file, to compare with torchvision pixel by pixel. Use with --limit.
     #[arg(long)]
     dump_inputs: Option<PathBuf>,
+    /// Let --dump-inputs replace an existing file (never an input, a directory or a special file).
+    #[arg(long)]
+    force: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -68,6 +72,26 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     illama_model::keep_freed_memory();
+    let policy = OutputPolicy::new(a.force).protect(
+        [
+            Some(&a.weights),
+            a.labels.as_ref(),
+            a.devkit_synsets.as_ref(),
+        ]
+        .into_iter()
+        .flatten(),
+    );
+    if let Some(path) = &a.dump_inputs {
+        // A typo in the path fails now, not after the whole evaluation.
+        policy.check_file(path)?;
+        if path.starts_with(&a.imagenet) {
+            bail!(
+                "--dump-inputs {}: is inside the dataset {}; write it elsewhere",
+                path.display(),
+                a.imagenet.display()
+            );
+        }
+    }
     let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
     let opts = LoadOptions {
         config: a.model.as_deref().map(parse_model).transpose()?,
@@ -163,7 +187,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ),
         ]
         .into();
-        let mut file = illama_formats::AtomicFile::create(path, true)?;
+        let mut file = illama_formats::AtomicFile::create(path, &policy)?;
         let bytes = safetensors::serialize(map.iter().map(|(k, v)| (k.as_str(), v)), None)?;
         std::io::Write::write_all(file.file(), &bytes)?;
         file.commit()?;

@@ -21,6 +21,23 @@ pub struct IllamaConfig {
     pub img_size: usize,
 }
 
+/// The largest input size accepted: 1024 px is 4096 patch tokens of 16 px, whose attention
+/// matrices already take 64 MiB per head and image in f32. The paper uses 224 and 384.
+pub const MAX_INPUT_SIZE: usize = 1024;
+
+/// An input size must be a positive multiple of the patch size, at most [`MAX_INPUT_SIZE`].
+pub fn check_input_size(size: usize, patch_size: usize) -> Result<(), String> {
+    if patch_size == 0 {
+        return Err("the patch size must be positive".into());
+    }
+    if size == 0 || size % patch_size != 0 || size > MAX_INPUT_SIZE {
+        return Err(format!(
+            "input size {size} must be a multiple of {patch_size} (the patch size) from {patch_size} to {MAX_INPUT_SIZE}"
+        ));
+    }
+    Ok(())
+}
+
 /// The named presets of the paper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
@@ -162,13 +179,7 @@ impl IllamaConfig {
                 self.head_dim()
             ));
         }
-        if self.patch_size == 0 || self.img_size % self.patch_size != 0 {
-            return Err(format!(
-                "image size {} is not a multiple of patch size {}",
-                self.img_size, self.patch_size
-            ));
-        }
-        Ok(())
+        check_input_size(self.img_size, self.patch_size)
     }
 
     pub fn block_shape(&self, t: BlockTensor) -> Vec<usize> {
@@ -217,6 +228,22 @@ impl IllamaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_sizes_are_positive_multiples_of_the_patch_within_bounds() {
+        for ok in [16, 224, 384, MAX_INPUT_SIZE] {
+            assert!(check_input_size(ok, 16).is_ok(), "{ok}");
+        }
+        for bad in [0, 8, 225, MAX_INPUT_SIZE + 16, 65536] {
+            let e = check_input_size(bad, 16).unwrap_err();
+            assert!(e.contains("multiple of 16"), "{e}");
+        }
+        let zero = IllamaConfig {
+            img_size: 0,
+            ..Preset::Tiny.config()
+        };
+        assert!(zero.validate().is_err());
+    }
 
     #[test]
     fn parameter_counts_match_the_reference_logs() {

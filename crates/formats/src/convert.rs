@@ -3,7 +3,7 @@
 use crate::cast::{cast_target, CastWriter};
 use crate::dtype::DType;
 use crate::error::{FormatError, Result};
-use crate::output::{AtomicDir, AtomicFile, OutTensor};
+use crate::output::{AtomicDir, AtomicFile, OutTensor, OutputPolicy};
 use crate::store::{Format, OpenOptions, TensorInfo, TensorStore};
 use crate::{st, torch};
 use serde::Serialize;
@@ -186,12 +186,10 @@ pub fn convert(
         .output
         .clone()
         .unwrap_or_else(|| default_output(input, &store, target, sharded));
-    if store.files().any(|f| same_file(f, &output)) {
-        return Err(FormatError::Invalid(format!(
-            "{} is the input; choose another output with -o",
-            output.display()
-        )));
-    }
+    let policy = OutputPolicy::new(opts.force)
+        .protect([input])
+        .protect(store.files())
+        .protect(store.index_file());
     if store.tensors().is_empty() {
         return Err(FormatError::Invalid(format!(
             "{}: no tensors to convert",
@@ -253,6 +251,7 @@ pub fn convert(
             write_sharded(
                 &store,
                 opts,
+                &policy,
                 target,
                 &output,
                 &groups,
@@ -261,7 +260,7 @@ pub fn convert(
                 &mut report,
             )
         } else {
-            write_single(&store, opts, target, &output, &metadata, progress)
+            write_single(&store, opts, &policy, target, &output, &metadata, progress)
         };
         let hashes = hashing.join().expect("hashing thread panicked")?;
         Ok((written?, hashes))
@@ -298,13 +297,6 @@ pub fn convert(
         report.index = Some(output.join(target.index_name()));
     }
     Ok(report)
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
 }
 
 /// Provenance, plus the small non-tensor entries a torch checkpoint carried.
@@ -591,12 +583,13 @@ pub fn write_file(
 fn write_single(
     store: &TensorStore,
     opts: &ConvertOptions,
+    policy: &OutputPolicy,
     target: TargetFormat,
     output: &Path,
     metadata: &BTreeMap<String, String>,
     progress: &dyn Progress,
 ) -> Result<(Vec<Pending>, Commit)> {
-    let mut out = AtomicFile::create(output, opts.force)?;
+    let mut out = AtomicFile::create(output, policy)?;
     let all: Vec<usize> = (0..store.tensors().len()).collect();
     let tensors = out_tensors(store, &all, opts.dtype, progress);
     let bytes = write_file(
@@ -620,6 +613,7 @@ fn write_single(
 fn write_sharded(
     store: &TensorStore,
     opts: &ConvertOptions,
+    policy: &OutputPolicy,
     target: TargetFormat,
     output: &Path,
     groups: &[Vec<usize>],
@@ -627,7 +621,7 @@ fn write_sharded(
     progress: &dyn Progress,
     report: &mut ConvertReport,
 ) -> Result<(Vec<Pending>, Commit)> {
-    let dir = AtomicDir::create(output, opts.force)?;
+    let dir = AtomicDir::create(output, policy)?;
     let n = groups.len();
     let mut pending = Vec::with_capacity(n);
     let mut names = Vec::with_capacity(n);

@@ -30,6 +30,8 @@ pub enum FormatError {
     NoSuchTensor(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{path}: {why}")]
+    OutputRefused { path: PathBuf, why: String },
     #[error("{path} already exists (use --force to overwrite)")]
     OutputExists { path: PathBuf },
 }

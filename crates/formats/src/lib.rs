@@ -25,9 +25,9 @@ pub mod torch;
 pub mod tree;
 
 pub use dtype::DType;
-pub use input::{open_regular, read_bounded, InputError};
 pub use error::{FormatError, Result};
-pub use output::{AtomicDir, AtomicFile, OutTensor};
+pub use input::{open_regular, read_bounded, InputError};
+pub use output::{AtomicDir, AtomicFile, OutTensor, OutputPolicy};
 pub use source::Storage;
 pub use store::{
     detect_format, Format, NonTensor, OpenOptions, TensorInfo, TensorStore, TensorView,

@@ -7,7 +7,7 @@ use crate::teacher::{TeacherCheckpoint, TeacherConfig, TeacherLayout, Weight};
 use illama_arch::{BlockTensor, IllamaConfig};
 use illama_formats::cast::{cast_bytes, cast_target};
 use illama_formats::convert::{write_file, Progress};
-use illama_formats::{AtomicFile, DType, FormatError, OutTensor};
+use illama_formats::{AtomicFile, DType, FormatError, OutTensor, OutputPolicy};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -358,7 +358,8 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
 
     let metadata = metadata(opts, &teacher, &layers, out_dtype);
     progress.begin("selecting", total);
-    let mut file = AtomicFile::create(&output, opts.force)?;
+    let policy = OutputPolicy::new(opts.force).protect(teacher.files());
+    let mut file = AtomicFile::create(&output, &policy)?;
     let bytes = write_file(&output, file.file(), opts.format, tensors, &metadata, None)?;
     let output = file.commit()?;
     progress.end();

@@ -163,8 +163,18 @@ pub fn resolve(spec: &str) -> Result<(PathBuf, Option<String>)> {
         let dir = hub_cache().join(format!("models--{}", repo.replace('/', "--")));
         let snapshots = dir.join("snapshots");
         // refs/main names the snapshot the hub client would use.
-        if let Ok(rev) = std::fs::read_to_string(dir.join("refs").join("main")) {
-            let snap = snapshots.join(rev.trim());
+        // refs/main names the snapshot the hub client would use: a commit hash, never a path.
+        let refs_main = dir.join("refs").join("main");
+        if let Ok(rev) = illama_formats::input::read_text_bounded(&refs_main, 4096, "hub ref") {
+            let rev = rev.trim();
+            if !is_revision(rev) {
+                return Err(SelectError::Teacher(format!(
+                    "{}: '{}' is not a revision hash",
+                    refs_main.display(),
+                    rev.escape_default().take(80).collect::<String>()
+                )));
+            }
+            let snap = snapshots.join(rev);
             if snap.is_dir() {
                 return Ok((snap, Some(format!("{spec} -> {repo} (hub cache)"))));
             }
@@ -194,6 +204,12 @@ pub fn resolve(spec: &str) -> Result<(PathBuf, Option<String>)> {
         spec: spec.to_string(),
         looked,
     })
+}
+
+/// A hub revision as `refs/main` holds it: a commit hash (hex digits; 40 for git, 64 in some
+/// mirrors). Anything else, `..` or a path above all, is refused rather than followed.
+fn is_revision(rev: &str) -> bool {
+    (7..=64).contains(&rev.len()) && rev.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl TeacherCheckpoint {
@@ -349,8 +365,35 @@ impl TeacherCheckpoint {
         Ok(())
     }
 
+    /// Number of files holding the teacher's tensors (shards of a Hugging Face checkpoint, or
+    /// Meta's model-parallel `consolidated.NN.pth`).
     pub fn shard_count(&self) -> usize {
-        self.stores.len()
+        self.stores.iter().map(|s| s.files().count()).sum()
+    }
+
+    /// Every file the teacher was read from: tensor files, index and config files. An output
+    /// must never be one of them.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        for s in &self.stores {
+            out.extend(s.files().map(Path::to_path_buf));
+            out.extend(s.index_file().map(Path::to_path_buf));
+        }
+        let dir = if self.path.is_dir() {
+            self.path.clone()
+        } else {
+            self.path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        };
+        for name in ["config.json", "params.json"] {
+            let p = dir.join(name);
+            if p.is_file() {
+                out.push(p);
+            }
+        }
+        out
     }
 
     /// The stored tensors behind a weight, for summaries and for releasing memory.
@@ -524,11 +567,12 @@ fn meta_shards(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
-    if !path.is_file() {
+    if path.symlink_metadata().is_err() {
         return Ok(None);
     }
-    let text = std::fs::read(path)
-        .map_err(|e| SelectError::Teacher(format!("{}: {e}", path.display())))?;
+    const MAX_CONFIG_BYTES: u64 = 16 << 20;
+    let text = illama_formats::input::read_bounded(path, MAX_CONFIG_BYTES, "config file")
+        .map_err(|e| SelectError::Teacher(e.to_string()))?;
     serde_json::from_slice(&text)
         .map(Some)
         .map_err(|e| SelectError::Teacher(format!("{}: not valid JSON: {e}", path.display())))
@@ -614,15 +658,17 @@ fn fingerprint(store: &TensorStore) -> Result<String> {
     use std::io::Read;
     let mut h = Sha256::new();
     if let Some(index) = store.index_file() {
-        let bytes = std::fs::read(index)
-            .map_err(|e| SelectError::Teacher(format!("{}: {e}", index.display())))?;
+        let bytes = illama_formats::input::read_bounded(index, 256 << 20, "shard index")
+            .map_err(|e| SelectError::Teacher(e.to_string()))?;
         h.update(&bytes);
         return Ok(hex(&h.finalize()));
     }
     for (i, f) in store.files().enumerate() {
         let mut head = Vec::new();
-        std::fs::File::open(f)
-            .and_then(|file| file.take(1 << 20).read_to_end(&mut head))
+        illama_formats::input::open_regular(f)
+            .map_err(|e| SelectError::Teacher(e.to_string()))?
+            .take(1 << 20)
+            .read_to_end(&mut head)
             .map_err(|e| SelectError::Teacher(format!("{}: {e}", f.display())))?;
         h.update(&head);
         h.update(store.file_len(i).to_le_bytes());
