@@ -110,7 +110,7 @@ fn pattern(w: usize, h: usize) -> Rgb8 {
 #[test]
 fn crops_of_extreme_aspect_ratios_equal_the_full_resize_cropped() {
     // 224: shorter side to 256, then the center 224 x 224 (what torchvision computes).
-    for (w, h) in [(3usize, 300usize), (300, 3), (5, 200), (1, 150), (257, 331)] {
+    for (w, h) in [(3usize, 300usize), (300, 3), (5, 200), (1, 150), (131, 171)] {
         let img = pattern(w, h);
         let t = EvalTransform::new(224).unwrap();
         let (out_w, out_h) = if w <= h {
@@ -125,7 +125,7 @@ fn crops_of_extreme_aspect_ratios_equal_the_full_resize_cropped() {
         assert_eq!(t.pixels(&img).unwrap(), want, "{w}x{h} at 224");
     }
     // 384 and up: a warp of the whole image.
-    for (w, h) in [(3usize, 5000usize), (5000, 3), (1, 20_000)] {
+    for (w, h) in [(3usize, 3000usize), (3000, 3), (1, 6_000)] {
         let img = pattern(w, h);
         let t = EvalTransform::new(384).unwrap();
         assert_eq!(
