@@ -1,7 +1,24 @@
 //! ImageNet layouts: torchvision's ImageFolder (`val/<wnid>/*.JPEG`) and the official flat
 //! directory of `ILSVRC2012_val_*.JPEG` files with a labels file.
+//!
+//! Listing never opens a file: entries are only `stat`ed, so a FIFO or device named like an image
+//! is listed and then refused, naming it, when the loader reads it. Links to directories are
+//! followed, as torchvision does, but a link that leads back to a folder containing it is an
+//! error naming it, and nesting deeper than [`MAX_DEPTH`] is refused. Folder and file names need
+//! not be UTF-8: files are opened by their real names; [`Dataset::classes`] shows class folder
+//! names lossily (labels are by position). Labels files are read whole up to [`MAX_LABELS_BYTES`].
 
+use illama_formats::input::{read_text_bounded, InputError};
+use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+/// Largest labels CSV or devkit synsets file read: 64 MiB (ImageNet's validation labels are
+/// about 1.5 MB).
+pub const MAX_LABELS_BYTES: u64 = 64 << 20;
+
+/// Deepest folder nesting listed below a class folder (or the root).
+pub const MAX_DEPTH: usize = 64;
 
 /// The 1000 ImageNet-1k classes in the standard (sorted synset) order, with their names.
 pub const IMAGENET_CLASSES_TSV: &str = include_str!("../assets/imagenet_classes.tsv");
@@ -27,6 +44,12 @@ pub enum DatasetError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{path}: a symbolic link leads back to {target}, a folder that contains it")]
+    Cycle { path: PathBuf, target: PathBuf },
+    #[error("{0}: folders nested more than {MAX_DEPTH} deep")]
+    TooDeep(PathBuf),
     #[error("{0}")]
     Invalid(String),
 }
@@ -60,41 +83,73 @@ fn is_image(p: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Image files under `dir`, recursively, in the order of `sorted(os.walk(...))`.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<(String, PathBuf, bool)> = std::fs::read_dir(dir)
+/// Whether `p` is, or links to, a directory (`stat`, which never blocks; a dangling or looping
+/// link is not a directory).
+fn is_dir_following(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+/// Image files under `dir`, recursively, in the order of `sorted(os.walk(...))`. `ancestors`
+/// holds the (device, inode) of the folders above `dir`, to refuse link cycles.
+fn walk(
+    dir: &Path,
+    ancestors: &mut Vec<(PathBuf, (u64, u64))>,
+    out: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let meta = std::fs::metadata(dir).map_err(io(dir))?;
+    let id = (meta.dev(), meta.ino());
+    if let Some((target, _)) = ancestors.iter().find(|(_, a)| *a == id) {
+        return Err(DatasetError::Cycle {
+            path: dir.to_path_buf(),
+            target: target.clone(),
+        });
+    }
+    if ancestors.len() > MAX_DEPTH {
+        return Err(DatasetError::TooDeep(dir.to_path_buf()));
+    }
+    let mut entries: Vec<(OsString, PathBuf, bool)> = std::fs::read_dir(dir)
         .map_err(io(dir))?
         .map(|e| {
             let e = e.map_err(io(dir))?;
             let p = e.path();
-            let is_dir = p.is_dir();
-            Ok((e.file_name().to_string_lossy().into_owned(), p, is_dir))
+            let is_dir = is_dir_following(&p);
+            Ok((e.file_name(), p, is_dir))
         })
         .collect::<Result<_>>()?;
+    // Byte order, which is code-point order for UTF-8 names (Python's sort).
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     for (_, p, is_dir) in &entries {
         if !is_dir && is_image(p) {
             out.push(p.clone());
         }
     }
+    ancestors.push((dir.to_path_buf(), id));
     for (_, p, is_dir) in &entries {
         if *is_dir {
-            walk(p, out)?;
+            walk(p, ancestors, out)?;
         }
     }
+    ancestors.pop();
     Ok(())
 }
 
 impl Dataset {
     /// torchvision's ImageFolder: classes are the sorted sub-directory names.
+    /// Class folder names need not be UTF-8 (they are shown lossily in `classes`).
     pub fn image_folder(root: &Path) -> Result<Dataset> {
-        let mut classes: Vec<String> = std::fs::read_dir(root)
-            .map_err(io(root))?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+        let root_meta = std::fs::metadata(root).map_err(io(root))?;
+        let mut dirs: Vec<OsString> = Vec::new();
+        for e in std::fs::read_dir(root).map_err(io(root))? {
+            let e = e.map_err(io(root))?;
+            if is_dir_following(&e.path()) {
+                dirs.push(e.file_name());
+            }
+        }
+        dirs.sort();
+        let classes: Vec<String> = dirs
+            .iter()
+            .map(|d| d.to_string_lossy().into_owned())
             .collect();
-        classes.sort();
         if classes.is_empty() {
             return Err(DatasetError::Invalid(format!(
                 "{}: no class folders (expected <root>/<class>/<image>, or a flat folder with --labels)",
@@ -102,13 +157,15 @@ impl Dataset {
             )));
         }
         let mut samples = Vec::new();
-        for (label, c) in classes.iter().enumerate() {
+        let mut ancestors = vec![(root.to_path_buf(), (root_meta.dev(), root_meta.ino()))];
+        for (label, d) in dirs.iter().enumerate() {
             let mut files = Vec::new();
-            walk(&root.join(c), &mut files)?;
+            let dir = root.join(d);
+            walk(&dir, &mut ancestors, &mut files)?;
             if files.is_empty() {
                 return Err(DatasetError::Invalid(format!(
-                    "{}: class folder '{c}' holds no images",
-                    root.display()
+                    "{}: class folder holds no images",
+                    dir.display()
                 )));
             }
             samples.extend(files.into_iter().map(|path| Sample { path, label }));
@@ -158,7 +215,7 @@ impl Dataset {
             }
         }
         files.sort();
-        let text = std::fs::read_to_string(labels).map_err(io(labels))?;
+        let text = read_text_bounded(labels, MAX_LABELS_BYTES, "labels file")?;
         let lines: Vec<&str> = text
             .lines()
             .map(str::trim)
@@ -173,8 +230,7 @@ impl Dataset {
                     labels.display()
                 )));
             };
-            let order: Vec<String> = std::fs::read_to_string(map)
-                .map_err(io(map))?
+            let order: Vec<String> = read_text_bounded(map, MAX_LABELS_BYTES, "synsets file")?
                 .split_whitespace()
                 .map(String::from)
                 .collect();
@@ -186,8 +242,8 @@ impl Dataset {
                     files.len()
                 )));
             }
-            for (path, l) in files.into_iter().zip(lines) {
-                let id: usize = l.parse().expect("checked");
+            let ids = lines.iter().filter_map(|l| l.parse::<usize>().ok());
+            for (path, id) in files.into_iter().zip(ids) {
                 let wnid = order.get(id.wrapping_sub(1)).ok_or_else(|| {
                     DatasetError::Invalid(format!("ILSVRC2012_ID {id} is not in {}", map.display()))
                 })?;

@@ -12,7 +12,7 @@ pub mod resize;
 pub mod transform;
 
 pub use dataset::{imagenet_classes, Dataset, DatasetError, Sample};
-pub use decode::{decode_rgb, DecodeError};
-pub use loader::{eval_batches, Batch, LoaderOptions};
-pub use resize::{resize, resize_window, Rgb8};
-pub use transform::EvalTransform;
+pub use decode::{decode_rgb, read_image, DecodeError, ImageError};
+pub use loader::{eval_batches, Batch, Batches, LoadError, LoaderError, LoaderOptions};
+pub use resize::{resize, resize_window, ResizeError, Rgb8};
+pub use transform::{EvalTransform, TransformError};

@@ -1,12 +1,46 @@
 //! Decoding and preprocessing in parallel, ahead of the consumer: batches are prepared on a
 //! pool of worker threads and handed over through a bounded queue, so the model never waits
-//! while cores are free, and memory stays bounded by the queue depth.
+//! while cores are free.
+//!
+//! # Failures are never silent
+//!
+//! Every image that fails (unreadable, not a regular file, not an image, too large, corrupt, or a
+//! panic while decoding it) either ends the stream with an error naming the file or, with
+//! `skip_bad`, is listed in [`Batch::skipped`]. If the loader thread itself stops for any other
+//! reason, the consumer receives [`LoaderError::Stopped`] before the end of the stream. A stream
+//! that simply ends has therefore delivered every image (or listed it as skipped).
+//!
+//! # Memory
+//!
+//! With `B` = `batch_size`, `Q` = `prefetch` and `I` = [`EvalTransform::output_bytes`]
+//! (`3 x size x size x 4`, 602,112 bytes at 224), the loader holds at most
+//!
+//! ```text
+//!   (Q + 3) x B x I              batches: Q queued, one being assembled (twice: the images
+//!                                 and the batch they are copied into), one the consumer holds
+//! + workers x per-image peak     one image in flight per worker
+//! ```
+//!
+//! where the per-image peak is at most [`MAX_IMAGE_BYTES`](crate::decode::MAX_IMAGE_BYTES) (the
+//! file) + [`MAX_DECODE_ALLOC`](crate::decode::MAX_DECODE_ALLOC) (the decoder's buffer) +
+//! `3 x` [`MAX_PIXELS`](crate::decode::MAX_PIXELS) (the RGB image) + the resize's window
+//! (`size x size x 3 x 9` bytes): about 770 MiB in the worst case, a few tens of MB for real
+//! photographs. `B x I` is bounded by [`MAX_BATCH_BYTES`], `Q` by [`MAX_PREFETCH`] and `workers`
+//! by [`MAX_WORKERS`].
 
 use crate::dataset::Dataset;
-use crate::decode_rgb;
-use crate::transform::EvalTransform;
+use crate::decode::{read_image, ImageError};
+use crate::transform::{EvalTransform, TransformError};
 use rayon::prelude::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Largest batch, in bytes of preprocessed pixels (`batch_size x 3 x size x size x 4`): 4 GiB
+/// (7,131 images at 224, 341 at 1024).
+pub const MAX_BATCH_BYTES: usize = 4 << 30;
+/// Most batches prepared ahead of the consumer.
+pub const MAX_PREFETCH: usize = 64;
+/// Most decoding threads.
+pub const MAX_WORKERS: usize = 1024;
 
 /// Preprocessed images, ready for a model.
 #[derive(Debug, Clone)]
@@ -20,34 +54,139 @@ pub struct Batch {
     pub skipped: Vec<(PathBuf, String)>,
 }
 
-/// (index, label, path, pixels or why not).
-type Loaded = (usize, i64, PathBuf, Result<Vec<f32>, String>);
+/// Why one image was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("{path}: {source}")]
+    Transform {
+        path: PathBuf,
+        #[source]
+        source: TransformError,
+    },
+    #[error("{path}: the loader panicked on this image: {message}")]
+    Panicked { path: PathBuf, message: String },
+}
 
-fn load_one(path: &PathBuf, t: &EvalTransform) -> Result<Vec<f32>, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let img = decode_rgb(&bytes).map_err(|e| e.to_string())?;
-    Ok(t.apply(&img))
+/// Why the loader did not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    #[error("no images to evaluate ({0})")]
+    NoImages(String),
+    #[error("invalid loader options: {0}")]
+    Options(String),
+    #[error("could not start the loader's threads: {0}")]
+    Threads(String),
+    /// An image failed and `skip_bad` was off.
+    #[error("{0} (use --skip-bad to leave unreadable images out)")]
+    Image(LoadError),
+    /// The loader stopped before delivering every image (a bug; never a silent end).
+    #[error("the image loader stopped unexpectedly: {0}")]
+    Stopped(String),
+}
+
+/// Loads and preprocesses one image. Panics are caught and returned as errors naming the file.
+pub fn load_one(path: &Path, t: &EvalTransform) -> Result<Vec<f32>, LoadError> {
+    let run = || -> Result<Vec<f32>, LoadError> {
+        let img = read_image(path)?;
+        t.apply(&img).map_err(|source| LoadError::Transform {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|p| {
+        Err(LoadError::Panicked {
+            path: path.to_path_buf(),
+            message: panic_message(p.as_ref()),
+        })
+    })
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct LoaderOptions {
+    /// Images per batch, at least 1 (and at most [`MAX_BATCH_BYTES`] of pixels).
     pub batch_size: usize,
+    /// Decoding threads; 0 means 1. At most [`MAX_WORKERS`].
     pub workers: usize,
     /// Leave unreadable images out (and report them) instead of failing.
     pub skip_bad: bool,
-    /// Only the first N images.
+    /// Only the first N images (`Some(0)` is an error: nothing would be evaluated).
     pub limit: Option<usize>,
-    /// Batches prepared ahead of the consumer.
+    /// Batches prepared ahead of the consumer; 0 means 1. At most [`MAX_PREFETCH`].
     pub prefetch: usize,
 }
 
+/// The stream of batches; ends after the last batch, or after the first `Err`.
+pub type Batches = crossbeam_channel::Receiver<Result<Batch, LoaderError>>;
+
+/// Sends [`LoaderError::Stopped`] if the loader thread ends without finishing (a panic outside
+/// the per-image guard), so that the consumer never mistakes it for the end of the data.
+struct Finish {
+    tx: crossbeam_channel::Sender<Result<Batch, LoaderError>>,
+    done: bool,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if !self.done {
+            let why = if std::thread::panicking() {
+                "its thread panicked"
+            } else {
+                "it ended before the last image"
+            };
+            let _ = self.tx.send(Err(LoaderError::Stopped(why.into())));
+        }
+    }
+}
+
 /// Starts loading; batches arrive in dataset order. An unreadable image ends the stream with an
-/// error naming it, unless `skip_bad`.
+/// error naming it, unless `skip_bad`. Errors up front: no images (an empty dataset or
+/// `limit: Some(0)`), a batch size of 0 or over [`MAX_BATCH_BYTES`], too many workers or too
+/// deep a prefetch, or threads that could not be started.
 pub fn eval_batches(
     dataset: &Dataset,
     transform: EvalTransform,
     opts: LoaderOptions,
-) -> crossbeam_channel::Receiver<Result<Batch, String>> {
+) -> Result<Batches, LoaderError> {
+    if opts.limit == Some(0) {
+        return Err(LoaderError::NoImages("--limit 0".into()));
+    }
+    if dataset.samples.is_empty() {
+        return Err(LoaderError::NoImages(format!(
+            "{} holds no images",
+            dataset.root.display()
+        )));
+    }
+    let image_bytes = transform.output_bytes();
+    if opts.batch_size == 0 || opts.batch_size > MAX_BATCH_BYTES / image_bytes {
+        return Err(LoaderError::Options(format!(
+            "batch size {} is not between 1 and {} at input size {} ({} GiB of pixels per batch at most)",
+            opts.batch_size,
+            MAX_BATCH_BYTES / image_bytes,
+            transform.size(),
+            MAX_BATCH_BYTES >> 30
+        )));
+    }
+    if opts.workers > MAX_WORKERS {
+        return Err(LoaderError::Options(format!(
+            "{} workers, more than {MAX_WORKERS}",
+            opts.workers
+        )));
+    }
+    if opts.prefetch > MAX_PREFETCH {
+        return Err(LoaderError::Options(format!(
+            "prefetch {}, more than {MAX_PREFETCH}",
+            opts.prefetch
+        )));
+    }
     let n = opts.limit.unwrap_or(usize::MAX).min(dataset.samples.len());
     let samples: Vec<(usize, PathBuf, i64)> = dataset.samples[..n]
         .iter()
@@ -59,44 +198,77 @@ pub fn eval_batches(
         .num_threads(opts.workers.max(1))
         .thread_name(|i| format!("illama-loader-{i}"))
         .build()
-        .expect("thread pool");
-    std::thread::spawn(move || {
-        for chunk in samples.chunks(opts.batch_size.max(1)) {
-            let loaded: Vec<Loaded> = pool.install(|| {
-                chunk
-                    .par_iter()
-                    .map(|(i, p, l)| (*i, *l, p.clone(), load_one(p, &transform)))
-                    .collect()
-            });
-            let mut batch = Batch {
-                indices: Vec::new(),
-                pixels: Vec::new(),
-                labels: Vec::new(),
-                skipped: Vec::new(),
-            };
-            let mut failure = None;
-            for (i, label, path, r) in loaded {
-                match r {
-                    Ok(px) => {
-                        batch.indices.push(i);
-                        batch.labels.push(label);
-                        batch.pixels.extend(px);
-                    }
-                    Err(e) if opts.skip_bad => batch.skipped.push((path, e)),
-                    Err(e) => {
-                        failure = Some(format!(
-                            "{}: {e} (use --skip-bad to leave unreadable images out)",
-                            path.display()
-                        ));
-                        break;
+        .map_err(|e| LoaderError::Threads(e.to_string()))?;
+    std::thread::Builder::new()
+        .name("illama-loader".into())
+        .spawn(move || {
+            let mut finish = Finish { tx, done: false };
+            for chunk in samples.chunks(opts.batch_size) {
+                let loaded: Vec<Result<Vec<f32>, LoadError>> = pool.install(|| {
+                    chunk
+                        .par_iter()
+                        .map(|(_, p, _)| load_one(p, &transform))
+                        .collect()
+                });
+                let mut batch = Batch {
+                    indices: Vec::new(),
+                    pixels: Vec::new(),
+                    labels: Vec::new(),
+                    skipped: Vec::new(),
+                };
+                let mut failure = None;
+                for ((i, path, label), r) in chunk.iter().zip(loaded) {
+                    match r {
+                        Ok(px) => {
+                            batch.indices.push(*i);
+                            batch.labels.push(*label);
+                            batch.pixels.extend(px);
+                        }
+                        Err(e) if opts.skip_bad => {
+                            batch.skipped.push((path.clone(), e.to_string()))
+                        }
+                        Err(e) => {
+                            failure = Some(LoaderError::Image(e));
+                            break;
+                        }
                     }
                 }
+                let stop = failure.is_some();
+                let sent = finish.tx.send(failure.map_or(Ok(batch), Err));
+                if sent.is_err() || stop {
+                    // The consumer has gone, or has its error: nothing more to tell it.
+                    finish.done = true;
+                    return;
+                }
             }
-            let stop = failure.is_some();
-            if tx.send(failure.map_or(Ok(batch), Err)).is_err() || stop {
-                return;
-            }
-        }
-    });
-    rx
+            finish.done = true;
+        })
+        .map_err(|e| LoaderError::Threads(e.to_string()))?;
+    Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loader_thread_that_dies_says_so() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let t = std::thread::spawn(move || {
+            let _finish = Finish { tx, done: false };
+            panic!("boom");
+        });
+        assert!(t.join().is_err());
+        let got: Vec<_> = rx.iter().collect();
+        assert_eq!(got.len(), 1);
+        let e = got.into_iter().next().unwrap().unwrap_err().to_string();
+        assert!(
+            e.contains("stopped unexpectedly: its thread panicked"),
+            "{e}"
+        );
+        // Finished normally: nothing more is sent.
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        drop(Finish { tx, done: true });
+        assert!(rx.iter().next().is_none());
+    }
 }

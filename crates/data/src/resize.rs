@@ -18,54 +18,99 @@ fn bicubic(x: f64) -> f64 {
     }
 }
 
-/// Fixed-point weights of each output index over a run of input indices.
-struct Coeffs {
-    /// (first input index, number of inputs) per output index.
-    bounds: Vec<(usize, usize)>,
-    ksize: usize,
-    weights: Vec<i32>,
+/// How each output index of one axis maps onto the input: computed per output index, on demand,
+/// so that nothing is ever sized by the whole output (an extreme aspect ratio can ask for an
+/// output axis of millions of pixels of which a crop keeps 224).
+#[derive(Debug, Clone, Copy)]
+struct Axis {
+    in_size: usize,
+    scale: f64,
+    filterscale: f64,
+    support: f64,
 }
 
-fn coeffs(in_size: usize, out_size: usize) -> Coeffs {
-    let scale = in_size as f64 / out_size as f64;
-    let filterscale = scale.max(1.0);
-    let support = 2.0 * filterscale;
-    let ksize = support.ceil() as usize * 2 + 1;
-    let mut bounds = Vec::with_capacity(out_size);
-    let mut weights = vec![0i32; out_size * ksize];
-    let mut k = vec![0f64; ksize];
-    for xx in 0..out_size {
-        let center = (xx as f64 + 0.5) * scale;
-        let ss = 1.0 / filterscale;
-        // C's (int) cast truncates toward zero.
-        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
-        let mut ww = 0.0;
-        for (x, kx) in k.iter_mut().enumerate().take(xmax) {
-            let w = bicubic((x as f64 + xmin as f64 - center + 0.5) * ss);
-            *kx = w;
-            ww += w;
+/// The input run and normalisation of one output index.
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    center: f64,
+    /// First input index and number of inputs.
+    xmin: usize,
+    n: usize,
+    /// Sum of the unnormalised kernel over the run (PIL's `ww`).
+    ww: f64,
+}
+
+impl Axis {
+    fn new(in_size: usize, out_size: usize) -> Axis {
+        let scale = in_size as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        Axis {
+            in_size,
+            scale,
+            filterscale,
+            support: 2.0 * filterscale,
         }
-        for x in 0..xmax {
-            let w = if ww != 0.0 { k[x] / ww } else { k[x] };
-            let fixed = w * (1u32 << PRECISION_BITS) as f64;
-            weights[xx * ksize + x] = if w < 0.0 {
-                (fixed - 0.5) as i32
-            } else {
-                (fixed + 0.5) as i32
-            };
-        }
-        bounds.push((xmin, xmax));
     }
-    Coeffs {
-        bounds,
-        ksize,
-        weights,
+
+    /// PIL's `precompute_coeffs` for output index `xx`, without storing the kernel.
+    fn tap(&self, xx: usize) -> Tap {
+        let center = (xx as f64 + 0.5) * self.scale;
+        // C's (int) cast truncates toward zero.
+        let xmin = ((center - self.support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + self.support + 0.5) as i64).min(self.in_size as i64) as usize;
+        let n = xmax.saturating_sub(xmin);
+        let ss = 1.0 / self.filterscale;
+        let mut ww = 0.0;
+        for x in 0..n {
+            ww += bicubic((x as f64 + xmin as f64 - center + 0.5) * ss);
+        }
+        Tap {
+            center,
+            xmin,
+            n,
+            ww,
+        }
+    }
+
+    /// The fixed-point weight of input `xmin + x` in `tap`, exactly as PIL rounds it.
+    fn weight(&self, tap: &Tap, x: usize) -> i64 {
+        let ss = 1.0 / self.filterscale;
+        let k = bicubic((x as f64 + tap.xmin as f64 - tap.center + 0.5) * ss);
+        let w = if tap.ww != 0.0 { k / tap.ww } else { k };
+        let fixed = w * (1u32 << PRECISION_BITS) as f64;
+        (if w < 0.0 { fixed - 0.5 } else { fixed + 0.5 }) as i32 as i64
+    }
+
+    /// The fixed-point kernel of `tap`.
+    fn weights(&self, tap: &Tap) -> Vec<i64> {
+        (0..tap.n).map(|x| self.weight(tap, x)).collect()
     }
 }
 
 fn clip8(v: i64) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Why a resize or crop was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResizeError {
+    #[error("image of {width}x{height} pixels holds {len} bytes, not {width}x{height}x3")]
+    Malformed {
+        width: usize,
+        height: usize,
+        len: usize,
+    },
+    #[error("empty image or output ({0}x{1})")]
+    Empty(usize, usize),
+    #[error("window {w}x{h} at ({left}, {top}) is outside the {out_w}x{out_h} output")]
+    Window {
+        left: usize,
+        top: usize,
+        w: usize,
+        h: usize,
+        out_w: usize,
+        out_h: usize,
+    },
 }
 
 /// An 8-bit RGB image, row-major, 3 bytes per pixel.
@@ -77,7 +122,39 @@ pub struct Rgb8 {
 }
 
 impl Rgb8 {
-    pub fn crop(&self, left: usize, top: usize, width: usize, height: usize) -> Rgb8 {
+    /// Checks that the image is non-empty and `data` holds exactly `width x height x 3` bytes.
+    pub fn check(&self) -> Result<(), ResizeError> {
+        if self.width == 0 || self.height == 0 {
+            return Err(ResizeError::Empty(self.width, self.height));
+        }
+        let want = self
+            .width
+            .checked_mul(self.height)
+            .and_then(|p| p.checked_mul(3));
+        if want != Some(self.data.len()) {
+            return Err(ResizeError::Malformed {
+                width: self.width,
+                height: self.height,
+                len: self.data.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The `width x height` window at (`left`, `top`).
+    pub fn crop(
+        &self,
+        left: usize,
+        top: usize,
+        width: usize,
+        height: usize,
+    ) -> Result<Rgb8, ResizeError> {
+        self.check()?;
+        check_window(self.width, self.height, left, top, width, height)?;
+        Ok(self.crop_unchecked(left, top, width, height))
+    }
+
+    fn crop_unchecked(&self, left: usize, top: usize, width: usize, height: usize) -> Rgb8 {
         let mut data = Vec::with_capacity(width * height * 3);
         for y in top..top + height {
             let row = (y * self.width + left) * 3;
@@ -91,8 +168,39 @@ impl Rgb8 {
     }
 }
 
+fn check_window(
+    out_w: usize,
+    out_h: usize,
+    left: usize,
+    top: usize,
+    w: usize,
+    h: usize,
+) -> Result<(), ResizeError> {
+    let inside = |start: usize, len: usize, size: usize| {
+        start.checked_add(len).is_some_and(|end| end <= size)
+    };
+    if !inside(left, w, out_w) || !inside(top, h, out_h) {
+        return Err(ResizeError::Window {
+            left,
+            top,
+            w,
+            h,
+            out_w,
+            out_h,
+        });
+    }
+    Ok(())
+}
+
 /// The window `[left, left + w) x [top, top + h)` of `img` resized to `out_w x out_h`, as PIL
 /// computes it.
+///
+/// Memory is bounded by the window, never by `out_w x out_h`: kernels are computed for the
+/// window's columns and rows only, and the vertical pass consumes the rows of the horizontal pass
+/// one at a time (each source row is added into the few output rows whose kernel covers it), so
+/// beyond `img` itself this holds `w x 3` bytes of the current row, `w x h x 3` 64-bit sums and
+/// `w x h x 3` output bytes. The pixels are PIL's exactly: each output pixel is the same
+/// integer sum of the same fixed-point products, only added in a different order.
 pub fn resize_window(
     img: &Rgb8,
     out_w: usize,
@@ -101,89 +209,102 @@ pub fn resize_window(
     top: usize,
     w: usize,
     h: usize,
-) -> Rgb8 {
-    assert!(
-        left + w <= out_w && top + h <= out_h,
-        "window outside the output"
-    );
+) -> Result<Rgb8, ResizeError> {
+    img.check()?;
+    if out_w == 0 || out_h == 0 || w == 0 || h == 0 {
+        return Err(ResizeError::Empty(w.min(out_w), h.min(out_h)));
+    }
+    check_window(out_w, out_h, left, top, w, h)?;
     let need_h = out_w != img.width;
     let need_v = out_h != img.height;
     if !need_h && !need_v {
-        return img.crop(left, top, w, h);
+        return Ok(img.crop_unchecked(left, top, w, h));
     }
-    let cv = need_v.then(|| coeffs(img.height, out_h));
-    // Source rows the vertical pass will read for the window's rows.
-    let (row0, row1) = match &cv {
-        Some(c) => {
-            let first = c.bounds[top].0;
-            let last = (top..top + h)
-                .map(|y| c.bounds[y].0 + c.bounds[y].1)
-                .max()
-                .unwrap_or(first);
-            (first, last)
-        }
-        None => (top, top + h),
-    };
-    // Horizontal pass over those rows, window columns only.
-    let horizontal = if need_h {
-        let ch = coeffs(img.width, out_w);
-        let mut out = Vec::with_capacity((row1 - row0) * w * 3);
-        for y in row0..row1 {
-            let src = &img.data[y * img.width * 3..(y + 1) * img.width * 3];
-            for xx in left..left + w {
-                let (xmin, n) = ch.bounds[xx];
-                let k = &ch.weights[xx * ch.ksize..xx * ch.ksize + n];
-                let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
-                for (i, &kw) in k.iter().enumerate() {
-                    let p = (xmin + i) * 3;
-                    for (a, &v) in acc.iter_mut().zip(&src[p..p + 3]) {
-                        *a += v as i64 * kw as i64;
-                    }
-                }
-                out.extend(acc.iter().map(|&a| clip8(a)));
-            }
-        }
-        Rgb8 {
-            width: w,
-            height: row1 - row0,
-            data: out,
-        }
+    // Horizontal taps and kernels of the window's columns.
+    let ax = Axis::new(img.width, out_w);
+    let columns: Vec<(Tap, Vec<i64>)> = if need_h {
+        (left..left + w)
+            .map(|xx| {
+                let t = ax.tap(xx);
+                let k = ax.weights(&t);
+                (t, k)
+            })
+            .collect()
     } else {
-        // Only the window's columns, all needed rows.
-        let rows = img.crop(left, row0, w, row1 - row0);
-        Rgb8 {
-            width: w,
-            height: row1 - row0,
-            data: rows.data,
+        Vec::new()
+    };
+    // One source row through the horizontal pass (or its window columns, without one).
+    let horizontal_row = |y: usize, out: &mut Vec<u8>| {
+        out.clear();
+        let src = &img.data[y * img.width * 3..(y + 1) * img.width * 3];
+        if !need_h {
+            out.extend_from_slice(&src[left * 3..(left + w) * 3]);
+            return;
         }
-    };
-    let Some(cv) = cv else {
-        return horizontal;
-    };
-    let mut out = Vec::with_capacity(w * h * 3);
-    for yy in top..top + h {
-        let (ymin, n) = cv.bounds[yy];
-        let k = &cv.weights[yy * cv.ksize..yy * cv.ksize + n];
-        for x in 0..w {
+        for (t, k) in &columns {
             let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
             for (i, &kw) in k.iter().enumerate() {
-                let p = ((ymin + i - row0) * w + x) * 3;
-                for (a, &v) in acc.iter_mut().zip(&horizontal.data[p..p + 3]) {
-                    *a += v as i64 * kw as i64;
+                let p = (t.xmin + i) * 3;
+                for (a, &v) in acc.iter_mut().zip(&src[p..p + 3]) {
+                    *a += v as i64 * kw;
                 }
             }
             out.extend(acc.iter().map(|&a| clip8(a)));
         }
+    };
+    let mut row = Vec::with_capacity(w * 3);
+    if !need_v {
+        let mut out = Vec::with_capacity(w * h * 3);
+        for y in top..top + h {
+            horizontal_row(y, &mut row);
+            out.extend_from_slice(&row);
+        }
+        return Ok(Rgb8 {
+            width: w,
+            height: h,
+            data: out,
+        });
     }
-    Rgb8 {
+    // Vertical taps of the window's rows; their input runs move forward monotonically.
+    let ay = Axis::new(img.height, out_h);
+    let rows: Vec<Tap> = (top..top + h).map(|yy| ay.tap(yy)).collect();
+    let row0 = rows.iter().map(|t| t.xmin).min().unwrap_or(0);
+    let row1 = rows.iter().map(|t| t.xmin + t.n).max().unwrap_or(0);
+    let mut acc = vec![1i64 << (PRECISION_BITS - 1); w * h * 3];
+    // Output rows [first, last) are those whose run may include the current source row.
+    let mut first = 0;
+    let mut last = 0;
+    for y in row0..row1 {
+        while first < h && rows[first].xmin + rows[first].n <= y {
+            first += 1;
+        }
+        while last < h && rows[last].xmin <= y {
+            last += 1;
+        }
+        if first >= last {
+            continue;
+        }
+        horizontal_row(y, &mut row);
+        for (o, t) in rows.iter().enumerate().take(last).skip(first) {
+            if y < t.xmin || y >= t.xmin + t.n {
+                continue;
+            }
+            let kw = ay.weight(t, y - t.xmin);
+            let sums = &mut acc[o * w * 3..(o + 1) * w * 3];
+            for (a, &v) in sums.iter_mut().zip(&row) {
+                *a += v as i64 * kw;
+            }
+        }
+    }
+    Ok(Rgb8 {
         width: w,
         height: h,
-        data: out,
-    }
+        data: acc.into_iter().map(clip8).collect(),
+    })
 }
 
 /// A whole-image resize.
-pub fn resize(img: &Rgb8, out_w: usize, out_h: usize) -> Rgb8 {
+pub fn resize(img: &Rgb8, out_w: usize, out_h: usize) -> Result<Rgb8, ResizeError> {
     resize_window(img, out_w, out_h, 0, 0, out_w, out_h)
 }
 
@@ -198,13 +319,13 @@ mod tests {
             height: 4,
             data: (0..60).map(|v| v as u8).collect(),
         };
-        assert_eq!(resize(&img, 5, 4), img);
+        assert_eq!(resize(&img, 5, 4).unwrap(), img);
         let flat = Rgb8 {
             width: 37,
             height: 23,
             data: vec![77; 37 * 23 * 3],
         };
-        let r = resize(&flat, 11, 50);
+        let r = resize(&flat, 11, 50).unwrap();
         assert!(r.data.iter().all(|&v| v == 77));
     }
 
@@ -216,10 +337,12 @@ mod tests {
             height: 29,
             data,
         };
-        let full = resize(&img, 30, 70);
+        let full = resize(&img, 30, 70).unwrap();
         assert_eq!(
-            resize_window(&img, 30, 70, 3, 20, 24, 40),
-            full.crop(3, 20, 24, 40)
+            resize_window(&img, 30, 70, 3, 20, 24, 40).unwrap(),
+            full.crop(3, 20, 24, 40).unwrap()
         );
+        assert!(resize_window(&img, 30, 70, 10, 20, 24, 40).is_err());
+        assert!(resize_window(&img, 0, 70, 0, 0, 0, 40).is_err());
     }
 }

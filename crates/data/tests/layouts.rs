@@ -98,3 +98,89 @@ fn flat_folder_with_csv_or_devkit_labels() {
         .to_string();
     assert!(e.contains("n09999999"), "{e}");
 }
+
+/// Runs `f` on another thread and fails (instead of hanging) if it takes over 20 s.
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("{what} blocked (or panicked)"))
+}
+
+#[test]
+fn class_folders_need_not_be_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let bad = std::ffi::OsStr::from_bytes(b"n\xff\xfeclass");
+    touch(&d.path().join(bad).join("1.JPEG"));
+    touch(&d.path().join("a/2.JPEG"));
+    let ds = Dataset::image_folder(d.path()).unwrap();
+    assert_eq!(ds.classes, ["a", "n\u{fffd}\u{fffd}class"]);
+    assert_eq!(ds.samples.len(), 2);
+    assert_eq!(ds.samples[1].label, 1);
+    // The sample's path is the real (non-UTF-8) one: it exists.
+    assert!(
+        ds.samples[1].path.exists(),
+        "{}",
+        ds.samples[1].path.display()
+    );
+}
+
+#[test]
+fn link_cycles_and_fifos_do_not_hang_the_listing() {
+    let d = tempfile::tempdir().unwrap();
+    touch(&d.path().join("a/1.JPEG"));
+    // a/loop -> a: following it would never end.
+    std::os::unix::fs::symlink(d.path().join("a"), d.path().join("a/loop")).unwrap();
+    let root = d.path().to_path_buf();
+    let e = within("listing", move || {
+        Dataset::image_folder(&root).unwrap_err().to_string()
+    });
+    assert!(e.contains("a/loop") && e.contains("leads back to"), "{e}");
+    std::fs::remove_file(d.path().join("a/loop")).unwrap();
+    // A link that loops on itself, and a FIFO: listed without blocking (a FIFO named like an
+    // image is refused when read, naming it).
+    std::os::unix::fs::symlink("self.JPEG", d.path().join("a/self.JPEG")).unwrap();
+    let fifo = d.path().join("a/f.JPEG");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let root = d.path().to_path_buf();
+    let ds = within("listing", move || Dataset::image_folder(&root).unwrap());
+    assert_eq!(ds.samples.len(), 3);
+}
+
+#[test]
+fn labels_files_are_bounded_and_regular() {
+    let d = tempfile::tempdir().unwrap();
+    touch(&d.path().join("val/ILSVRC2012_val_00000001.JPEG"));
+    let classes = vec!["n01440764".to_string()];
+    let zero = d.path().join("labels.csv");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let (val, c) = (d.path().join("val"), classes.clone());
+    let e = within("labels", move || {
+        Dataset::flat(&val, &zero, c, None).unwrap_err().to_string()
+    });
+    assert!(
+        e.contains("labels.csv") && e.contains("character device"),
+        "{e}"
+    );
+    let big = d.path().join("big.csv");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(illama_data::dataset::MAX_LABELS_BYTES + 1)
+        .unwrap();
+    let e = Dataset::flat(&d.path().join("val"), &big, classes.clone(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("big.csv") && e.contains("labels file"), "{e}");
+    // The devkit synsets file too.
+    let gt = d.path().join("gt.txt");
+    std::fs::write(&gt, "1\n").unwrap();
+    let e = Dataset::flat(&d.path().join("val"), &gt, classes, Some(&big))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("big.csv") && e.contains("synsets file"), "{e}");
+}

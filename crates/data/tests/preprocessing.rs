@@ -44,7 +44,7 @@ fn pixels_match_torchvision_within_half_a_level() {
             let want = load_png(&expected);
             let img = decode_rgb(&std::fs::read(path).unwrap())
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let got = EvalTransform::new(size).pixels(&img);
+            let got = EvalTransform::new(size).unwrap().pixels(&img).unwrap();
             assert_eq!(
                 (got.width, got.height),
                 (want.width, want.height),

@@ -4,4 +4,5 @@
 pub mod eval;
 pub mod metrics;
 
-pub use eval::{evaluate, EvalReport};
+pub use eval::{evaluate, EvalError, EvalReport};
+pub use metrics::MetricsError;
