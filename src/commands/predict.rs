@@ -1,7 +1,7 @@
 use crate::commands::parse_model;
 use anyhow::Context;
 use candle_core::{DType, Tensor};
-use illama_data::{decode_rgb, imagenet_classes, EvalTransform};
+use illama_data::{imagenet_classes, read_image, EvalTransform};
 use illama_model::{load, parse_device, LoadOptions};
 use illama_train::metrics::{softmax, top_k};
 use std::path::PathBuf;
@@ -35,9 +35,6 @@ pub struct Args {
     json: bool,
 }
 
-/// Larger files are refused before reading: no photograph comes near it.
-const MAX_IMAGE_FILE_BYTES: u64 = 64 << 20;
-
 pub fn run(a: Args) -> anyhow::Result<()> {
     illama_model::keep_freed_memory();
     let opts = LoadOptions {
@@ -50,13 +47,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (model, _) =
         load(&a.weights, &opts).with_context(|| format!("loading {}", a.weights.display()))?;
     let names = imagenet_classes();
-    let t = EvalTransform::new(a.input_size);
+    let t = EvalTransform::new(a.input_size)?;
     let s = a.input_size;
     let mut results = Vec::new();
     for path in &a.images {
-        let bytes = illama_formats::read_bounded(path, MAX_IMAGE_FILE_BYTES, "image")?;
-        let img = decode_rgb(&bytes).with_context(|| format!("{}", path.display()))?;
-        let x = Tensor::from_vec(t.apply(&img), (1, 3, s, s), model.device())?;
+        let img = read_image(path)?;
+        let x = Tensor::from_vec(t.apply(&img)?, (1, 3, s, s), model.device())?;
         let logits: Vec<f32> = model
             .forward(&x)?
             .to_dtype(DType::F32)?

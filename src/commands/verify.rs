@@ -72,6 +72,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     illama_model::keep_freed_memory();
+    let transform = EvalTransform::new(a.input_size)?;
     let policy = OutputPolicy::new(a.force).protect(
         [
             Some(&a.weights),
@@ -137,7 +138,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let batches = eval_batches(
         &dataset,
-        EvalTransform::new(a.input_size),
+        transform,
         LoaderOptions {
             batch_size: a.batch_size,
             workers,
@@ -145,7 +146,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             limit: a.limit,
             prefetch: 3,
         },
-    );
+    )?;
     let bar = (!a.json && std::io::stderr().is_terminal()).then(|| {
         let b = ProgressBar::new(total as u64);
         b.set_style(
