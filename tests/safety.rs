@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{bin, fixture};
+use common::{bin, fixture, run_capped, MIB};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -507,4 +507,127 @@ fn inspect_escapes_names_that_would_drive_the_terminal() {
         "{text:?}"
     );
     assert!(text.contains("w\\u{1b}[2J"), "{text}");
+}
+
+/// A copy of the fixture val set in `dir`, with `extra` files added to its first class.
+fn val_copy(dir: &Path) -> PathBuf {
+    let val = dir.join("val");
+    for class in std::fs::read_dir(fixture("images/val")).unwrap() {
+        let class = class.unwrap();
+        copy_dir(&class.path(), &val.join(class.file_name()));
+    }
+    val
+}
+
+#[test]
+fn hostile_images_cost_bounded_memory_and_never_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = fixture("model/tiny.safetensors");
+    // 1 x 89000 and 89000 x 1 PNGs: a few hundred bytes that resize to 256 x 22,784,000.
+    let tall = dir.path().join("tall.png");
+    image::GrayImage::from_pixel(1, 89_000, image::Luma([128]))
+        .save(&tall)
+        .unwrap();
+    let wide = dir.path().join("wide.png");
+    image::GrayImage::from_pixel(89_000, 1, image::Luma([128]))
+        .save(&wide)
+        .unwrap();
+    let zero = dir.path().join("zero.jpg");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let big = dir.path().join("big.jpg");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    for img in [&tall, &wide] {
+        let r = run_capped(
+            &["predict", s(img), "--weights", s(&weights), "--json"],
+            2048 * MIB,
+            60,
+        );
+        assert!(r.succeeded(), "{r:?}");
+        assert!(
+            r.max_rss < 200 * MIB,
+            "{}: peak {} MiB",
+            img.display(),
+            r.max_rss / MIB
+        );
+    }
+    for (img, want) in [(&zero, "not a regular file"), (&big, "more than")] {
+        let r = run_capped(
+            &["predict", s(img), "--weights", s(&weights)],
+            2048 * MIB,
+            60,
+        );
+        assert!(r.failed_cleanly(), "{r:?}");
+        assert!(r.stderr.contains(want), "{}", r.stderr);
+        assert!(
+            r.max_rss < 200 * MIB,
+            "{}: peak {} MiB",
+            img.display(),
+            r.max_rss / MIB
+        );
+    }
+
+    // verify: a FIFO named like a photo stops the run naming it, or is skipped with --skip-bad;
+    // it never blocks. The same for the hostile images, with every worker busy.
+    let val = val_copy(dir.path());
+    let class = std::fs::read_dir(&val)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let fifo = class.join("fifo.JPEG");
+    let c = std::ffi::CString::new(s(&fifo)).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let base = [
+        "verify",
+        "--imagenet",
+        s(&val),
+        "--weights",
+        s(&weights),
+        "--json",
+    ];
+    let r = run_capped(&base, 2048 * MIB, 60);
+    assert!(r.failed_cleanly(), "{r:?}");
+    assert!(r.stderr.contains("fifo.JPEG"), "{}", r.stderr);
+    std::fs::copy(&tall, class.join("tall.JPEG")).unwrap();
+    std::fs::copy(&wide, class.join("wide.JPEG")).unwrap();
+    let mut args = base.to_vec();
+    args.extend(["--skip-bad", "--workers", "2"]);
+    let r = run_capped(&args, 2048 * MIB, 60);
+    assert!(r.succeeded(), "{r:?}");
+    assert!(r.max_rss < 300 * MIB, "peak {} MiB", r.max_rss / MIB);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let unreadable = report["unreadable"].as_array().unwrap();
+    assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    assert!(unreadable[0]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("fifo.JPEG"));
+}
+
+#[test]
+fn class_folders_with_non_utf8_names_are_read() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let val = dir.path().join("val");
+    let odd = val.join(std::ffi::OsStr::from_bytes(b"class_\xff\xfe"));
+    copy_dir(&fixture("images/val/n02123045"), &odd);
+    let weights = fixture("model/tiny.safetensors");
+    let o = run(&[
+        "verify",
+        "--imagenet",
+        s(&val),
+        "--weights",
+        s(&weights),
+        "--limit",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["images"], 2);
 }
