@@ -9,10 +9,15 @@ pub mod dataset;
 pub mod decode;
 pub mod loader;
 pub mod resize;
+pub mod sampler;
 pub mod transform;
 
 pub use dataset::{imagenet_classes, Dataset, DatasetError, Sample};
 pub use decode::{decode_rgb, read_image, DecodeError, ImageError};
-pub use loader::{eval_batches, Batch, Batches, LoadError, LoaderError, LoaderOptions};
+pub use loader::{
+    eval_batches, load_batches, Batch, BatchStep, Batches, ImageTransform, LoadError, LoaderError,
+    LoaderOptions, NoStep, Plan,
+};
 pub use resize::{resize, resize_window, ResizeError, Rgb8};
+pub use sampler::{EpochSampler, SamplerError};
 pub use transform::{EvalTransform, TransformError};

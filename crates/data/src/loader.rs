@@ -2,6 +2,13 @@
 //! pool of worker threads and handed over through a bounded queue, so the model never waits
 //! while cores are free.
 //!
+//! One loader serves evaluation and training: it takes a plan (which images form each batch),
+//! an [`ImageTransform`] (the eval transform, or the randomised train transform) and optionally a
+//! step that finishes each assembled batch (Mixup/CutMix). Every image is transformed with its
+//! own random stream, derived from `(seed, epoch, dataset index)`, and every batch finished with
+//! one derived from `(seed, epoch, batch position)`: batches are byte-identical whatever the
+//! number of workers or their timing.
+//!
 //! # Failures are never silent
 //!
 //! Every image that fails (unreadable, not a regular file, not an image, too large, corrupt, or a
@@ -30,9 +37,40 @@
 
 use crate::dataset::Dataset;
 use crate::decode::{read_image, ImageError};
+use crate::resize::Rgb8;
+use crate::sampler::{rng_for, Stream};
 use crate::transform::{EvalTransform, TransformError};
+use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
+
+/// How one decoded image becomes model input.
+pub trait ImageTransform: Send + Sync + 'static {
+    /// Side of the square output image.
+    fn size(&self) -> usize;
+    /// Bytes of one output image (`3 x size x size` f32).
+    fn output_bytes(&self) -> usize {
+        3 * self.size() * self.size() * 4
+    }
+    /// Normalised CHW floats. `rng` is the image's own random stream; deterministic transforms
+    /// ignore it.
+    fn apply_with(&self, img: &Rgb8, rng: &mut ChaCha8Rng) -> Result<Vec<f32>, TransformError>;
+}
+
+impl ImageTransform for EvalTransform {
+    fn size(&self) -> usize {
+        EvalTransform::size(self)
+    }
+    fn apply_with(&self, img: &Rgb8, _: &mut ChaCha8Rng) -> Result<Vec<f32>, TransformError> {
+        self.apply(img)
+    }
+}
+
+/// A step applied to each assembled batch in the loader thread (Mixup/CutMix), with the batch's
+/// own random stream.
+pub trait BatchStep: Send + 'static {
+    fn apply(&mut self, batch: &mut Batch, rng: &mut ChaCha8Rng) -> Result<(), String>;
+}
 
 /// Largest batch, in bytes of preprocessed pixels (`batch_size x 3 x size x size x 4`): 4 GiB
 /// (7,131 images at 224, 341 at 1024).
@@ -50,6 +88,9 @@ pub struct Batch {
     /// [len, 3, size, size] normalised, row-major.
     pub pixels: Vec<f32>,
     pub labels: Vec<i64>,
+    /// Soft targets [len, classes] when a [`BatchStep`] mixed the batch; else `None` (use
+    /// `labels`).
+    pub targets: Option<Vec<f32>>,
     /// Images that could not be read (only with `skip_bad`), with why.
     pub skipped: Vec<(PathBuf, String)>,
 }
@@ -81,19 +122,27 @@ pub enum LoaderError {
     /// An image failed and `skip_bad` was off.
     #[error("{0} (use --skip-bad to leave unreadable images out)")]
     Image(LoadError),
+    /// The batch step (mixing) refused a batch.
+    #[error("batch {batch}: {why}")]
+    Batch { batch: usize, why: String },
     /// The loader stopped before delivering every image (a bug; never a silent end).
     #[error("the image loader stopped unexpectedly: {0}")]
     Stopped(String),
 }
 
 /// Loads and preprocesses one image. Panics are caught and returned as errors naming the file.
-pub fn load_one(path: &Path, t: &EvalTransform) -> Result<Vec<f32>, LoadError> {
+pub fn load_one<T: ImageTransform>(
+    path: &Path,
+    t: &T,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<f32>, LoadError> {
     let run = || -> Result<Vec<f32>, LoadError> {
         let img = read_image(path)?;
-        t.apply(&img).map_err(|source| LoadError::Transform {
-            path: path.to_path_buf(),
-            source,
-        })
+        t.apply_with(&img, rng)
+            .map_err(|source| LoadError::Transform {
+                path: path.to_path_buf(),
+                source,
+            })
     };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|p| {
         Err(LoadError::Panicked {
@@ -147,10 +196,10 @@ impl Drop for Finish {
     }
 }
 
-/// Starts loading; batches arrive in dataset order. An unreadable image ends the stream with an
-/// error naming it, unless `skip_bad`. Errors up front: no images (an empty dataset or
-/// `limit: Some(0)`), a batch size of 0 or over [`MAX_BATCH_BYTES`], too many workers or too
-/// deep a prefetch, or threads that could not be started.
+/// Starts loading for evaluation: batches of consecutive images in dataset order. An unreadable
+/// image ends the stream with an error naming it, unless `skip_bad`. Errors up front: no images
+/// (an empty dataset or `limit: Some(0)`), a batch size of 0 or over [`MAX_BATCH_BYTES`], too
+/// many workers or too deep a prefetch, or threads that could not be started.
 pub fn eval_batches(
     dataset: &Dataset,
     transform: EvalTransform,
@@ -159,17 +208,59 @@ pub fn eval_batches(
     if opts.limit == Some(0) {
         return Err(LoaderError::NoImages("--limit 0".into()));
     }
-    if dataset.samples.is_empty() {
+    let n = opts.limit.unwrap_or(usize::MAX).min(dataset.samples.len());
+    let plan = Plan {
+        batches: (0..n)
+            .collect::<Vec<_>>()
+            .chunks(opts.batch_size.max(1))
+            .map(<[usize]>::to_vec)
+            .collect(),
+        seed: 0,
+        epoch: 0,
+    };
+    load_batches(dataset, plan, transform, None::<NoStep>, opts)
+}
+
+/// Which images form each batch, and the `(seed, epoch)` their random streams derive from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Dataset indices, batch by batch.
+    pub batches: Vec<Vec<usize>>,
+    pub seed: u64,
+    pub epoch: u64,
+}
+
+/// The [`BatchStep`] that does nothing, for loaders without one.
+pub struct NoStep;
+
+impl BatchStep for NoStep {
+    fn apply(&mut self, _: &mut Batch, _: &mut ChaCha8Rng) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Starts loading the batches of `plan`, in order (`opts.limit` is not applied here: the plan
+/// says what to load). Each image is transformed with `rng_for(seed, epoch, Image, index)`, each
+/// assembled batch finished by `step` with `rng_for(seed, epoch, Batch, position)`.
+pub fn load_batches<T: ImageTransform, S: BatchStep>(
+    dataset: &Dataset,
+    plan: Plan,
+    transform: T,
+    mut step: Option<S>,
+    opts: LoaderOptions,
+) -> Result<Batches, LoaderError> {
+    if plan.batches.iter().all(Vec::is_empty) {
         return Err(LoaderError::NoImages(format!(
             "{} holds no images",
             dataset.root.display()
         )));
     }
     let image_bytes = transform.output_bytes();
-    if opts.batch_size == 0 || opts.batch_size > MAX_BATCH_BYTES / image_bytes {
+    let largest = plan.batches.iter().map(Vec::len).max().unwrap_or(0);
+    if opts.batch_size == 0 || opts.batch_size.max(largest) > MAX_BATCH_BYTES / image_bytes {
         return Err(LoaderError::Options(format!(
             "batch size {} is not between 1 and {} at input size {} ({} GiB of pixels per batch at most)",
-            opts.batch_size,
+            opts.batch_size.max(largest),
             MAX_BATCH_BYTES / image_bytes,
             transform.size(),
             MAX_BATCH_BYTES >> 30
@@ -187,12 +278,30 @@ pub fn eval_batches(
             opts.prefetch
         )));
     }
-    let n = opts.limit.unwrap_or(usize::MAX).min(dataset.samples.len());
-    let samples: Vec<(usize, PathBuf, i64)> = dataset.samples[..n]
+    if let Some(&bad) = plan
+        .batches
         .iter()
-        .enumerate()
-        .map(|(i, s)| (i, s.path.clone(), s.label as i64))
+        .flatten()
+        .find(|&&i| i >= dataset.samples.len())
+    {
+        return Err(LoaderError::Options(format!(
+            "the plan names image {bad} of a dataset of {}",
+            dataset.samples.len()
+        )));
+    }
+    let samples: Vec<Vec<(usize, PathBuf, i64)>> = plan
+        .batches
+        .iter()
+        .map(|b| {
+            b.iter()
+                .map(|&i| {
+                    let s = &dataset.samples[i];
+                    (i, s.path.clone(), s.label as i64)
+                })
+                .collect()
+        })
         .collect();
+    let (seed, epoch) = (plan.seed, plan.epoch);
     let (tx, rx) = crossbeam_channel::bounded(opts.prefetch.max(1));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.workers.max(1))
@@ -203,17 +312,21 @@ pub fn eval_batches(
         .name("illama-loader".into())
         .spawn(move || {
             let mut finish = Finish { tx, done: false };
-            for chunk in samples.chunks(opts.batch_size) {
+            for (position, chunk) in samples.iter().enumerate() {
                 let loaded: Vec<Result<Vec<f32>, LoadError>> = pool.install(|| {
                     chunk
                         .par_iter()
-                        .map(|(_, p, _)| load_one(p, &transform))
+                        .map(|(i, p, _)| {
+                            let mut rng = rng_for(seed, epoch, Stream::Image, *i as u64);
+                            load_one(p, &transform, &mut rng)
+                        })
                         .collect()
                 });
                 let mut batch = Batch {
-                    indices: Vec::new(),
-                    pixels: Vec::new(),
-                    labels: Vec::new(),
+                    indices: Vec::with_capacity(chunk.len()),
+                    pixels: Vec::with_capacity(chunk.len() * image_bytes / 4),
+                    labels: Vec::with_capacity(chunk.len()),
+                    targets: None,
                     skipped: Vec::new(),
                 };
                 let mut failure = None;
@@ -230,6 +343,17 @@ pub fn eval_batches(
                         Err(e) => {
                             failure = Some(LoaderError::Image(e));
                             break;
+                        }
+                    }
+                }
+                if failure.is_none() {
+                    if let Some(step) = step.as_mut() {
+                        let mut rng = rng_for(seed, epoch, Stream::Batch, position as u64);
+                        if let Err(why) = step.apply(&mut batch, &mut rng) {
+                            failure = Some(LoaderError::Batch {
+                                batch: position,
+                                why,
+                            });
                         }
                     }
                 }
