@@ -145,7 +145,10 @@ mod tests {
         // Through a symlink too.
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&fifo, &link).unwrap();
-        assert!(open_regular(&link).unwrap_err().to_string().contains("FIFO"));
+        assert!(open_regular(&link)
+            .unwrap_err()
+            .to_string()
+            .contains("FIFO"));
     }
 
     #[test]
@@ -155,6 +158,10 @@ mod tests {
         std::fs::write(&p, vec![7u8; 100]).unwrap();
         assert_eq!(read_bounded(&p, 100, "file").unwrap().len(), 100);
         let e = read_bounded(&p, 99, "shard index").unwrap_err();
-        assert!(e.to_string().contains("more than the 99 bytes a shard index"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("more than the 99 bytes a shard index"),
+            "{e}"
+        );
     }
 }

@@ -25,8 +25,8 @@ pub mod torch;
 pub mod tree;
 
 pub use dtype::DType;
-pub use input::{open_regular, read_bounded, InputError};
 pub use error::{FormatError, Result};
+pub use input::{open_regular, read_bounded, InputError};
 pub use output::{AtomicDir, AtomicFile, OutTensor};
 pub use source::Storage;
 pub use store::{
