@@ -55,6 +55,20 @@ fn file_name(p: &Path) -> &str {
 
 /// The index json of a sharded checkpoint in `dir`, if there is one.
 pub fn find_index(dir: &Path) -> Result<Option<PathBuf>> {
+    // An index under its usual name that is not a regular file (a FIFO, a link to /dev/zero) is
+    // named for what it is, rather than skipped in favour of some other file.
+    for name in INDEX_NAMES {
+        let p = dir.join(name);
+        if let Ok(m) = std::fs::metadata(&p) {
+            if !m.is_file() {
+                return Err(crate::input::InputError::NotRegular {
+                    path: p,
+                    what: crate::input::kind_of(&m.file_type()),
+                }
+                .into());
+            }
+        }
+    }
     let files = list_dir(dir)?;
     for name in INDEX_NAMES {
         if let Some(p) = files.iter().find(|p| file_name(p) == name) {
