@@ -640,3 +640,51 @@ impl<'a> Vm<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn long_str(n: usize) -> Vec<u8> {
+        let mut b = vec![b'X'];
+        b.extend((n as u32).to_le_bytes());
+        b.extend(std::iter::repeat_n(b'm', n));
+        b
+    }
+
+    /// STACK_GLOBAL copies its strings; memo reuse would multiply them, so long names are refused.
+    #[test]
+    fn long_global_names_are_refused() {
+        let mut p = b"\x80\x04".to_vec();
+        p.extend(long_str(MAX_GLOBAL_NAME + 1));
+        p.extend(b"\x94");
+        p.extend(long_str(3));
+        p.extend(b"\x93.");
+        let e = parse(&p).unwrap_err();
+        assert!(e.why.contains("STACK_GLOBAL name of 1025 bytes"), "{e}");
+        let mut p = b"\x80\x04".to_vec();
+        p.extend(long_str(MAX_GLOBAL_NAME));
+        p.extend(long_str(3));
+        p.extend(b"\x93.");
+        assert!(parse(&p).is_ok());
+        let mut p = b"c".to_vec();
+        p.extend(std::iter::repeat_n(b'm', 5000));
+        p.extend(b"\nx\n.");
+        let e = parse(&p).unwrap_err();
+        assert!(
+            e.why.len() < 200 && e.why.contains("5000 bytes in all"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn messages_quote_only_an_excerpt() {
+        for op in [b'I', b'L', b'F', b'g', b'p'] {
+            let mut p = vec![op];
+            p.extend(std::iter::repeat_n(b'7', 1 << 20));
+            p.extend(b"x\n.");
+            let e = parse(&p).unwrap_err().to_string();
+            assert!(e.len() < 200, "{}: {} bytes", op as char, e.len());
+        }
+    }
+}

@@ -548,6 +548,84 @@ mod tests {
     use super::*;
     use crate::pickle::PickleWriter;
 
+    fn interpret_bytes(bytes: &[u8]) -> Result<Interpreted, String> {
+        interpret(&crate::pickle::parse(bytes).unwrap())
+    }
+
+    /// A dict of 1000 one-KiB strings, referenced 100 times (100 MiB expanded): refused by the
+    /// byte budget, though it is only some thousand nodes.
+    #[test]
+    fn shared_references_are_charged_by_bytes() {
+        let mut p = b"\x80\x02}q\x00(".to_vec();
+        for i in 0..1000u32 {
+            let key = format!("k{i}");
+            p.push(b'X');
+            p.extend((key.len() as u32).to_le_bytes());
+            p.extend(key.as_bytes());
+            p.push(b'X');
+            p.extend(1024u32.to_le_bytes());
+            p.extend([b'v'; 1024]);
+        }
+        p.push(b'u');
+        let once = {
+            let mut q = p.clone();
+            q.push(b'.');
+            q
+        };
+        assert!(interpret_bytes(&once).is_ok());
+        p.extend(b"0("); // pop the dict, then a list of 100 references to it
+        p.extend(b"h\x00".repeat(100));
+        p.extend(b"l.");
+        let e = interpret_bytes(&p).err().unwrap();
+        assert!(
+            e.contains("expands to more than 64 MiB through shared references"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ordered_dict_keeps_its_order_and_later_items() {
+        // OrderedDict([('a', 1), ('b', 2)]) then SETITEMS c=3.
+        let mut p = PickleWriter::new();
+        p.global("collections", "OrderedDict");
+        p.mark();
+        p.mark();
+        p.str("a");
+        p.int(1);
+        p.tuple_from_mark();
+        p.mark();
+        p.str("b");
+        p.int(2);
+        p.tuple_from_mark();
+        p.tuple_from_mark();
+        let mut b = p.finish();
+        b.pop(); // STOP
+        b.extend(b"\x85R(X\x01\x00\x00\x00cK\x03u.");
+        let it = interpret_bytes(&b).unwrap();
+        let Node::Dict(d) = it.root else {
+            panic!("{:?}", it.root)
+        };
+        let keys: Vec<&str> = d.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn deep_tuple_keys_are_refused_not_recursed() {
+        // {((((...(None,)...),),): 1} nested 10,000 deep.
+        let mut p = b"\x80\x02}N".to_vec();
+        p.extend(std::iter::repeat_n(0x85u8, 10_000));
+        p.extend(b"K\x01s.");
+        let e = interpret_bytes(&p).err().unwrap();
+        assert!(e.contains("nested more than 512 levels"), "{e}");
+    }
+
+    #[test]
+    fn a_wide_integer_is_called_so() {
+        let v = Value::BigInt(vec![0; 9]);
+        assert_eq!(v.a_kind(), "an integer wider than 64 bits");
+        assert_ne!(v.kind(), "int");
+    }
+
     /// `('storage', torch.cuda.FloatStorage, '0', 'cuda:0', 6)` as pre-1.6 GPU checkpoints wrote.
     #[test]
     fn cuda_storage_classes_of_old_checkpoints_are_read() {
