@@ -380,6 +380,15 @@ impl TensorStore {
     pub fn skipped(&self) -> &[NonTensor] {
         &self.skipped
     }
+    /// Moves out [`non_tensors`](Self::non_tensors) and [`skipped`](Self::skipped), leaving them
+    /// empty, for a caller that reports them and would otherwise copy them.
+    pub(crate) fn take_non_tensors(&mut self) -> (Vec<NonTensor>, Vec<NonTensor>) {
+        (
+            std::mem::take(&mut self.non_tensors),
+            std::mem::take(&mut self.skipped),
+        )
+    }
+
     pub fn total_bytes(&self) -> u64 {
         self.tensors.iter().map(TensorInfo::nbytes).sum()
     }
