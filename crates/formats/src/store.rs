@@ -784,6 +784,41 @@ mod tests {
         }
     }
 
+    /// Views that repeat elements: small broadcasts pass, large ones are refused at the limits.
+    #[test]
+    fn repeated_elements_are_bounded_at_open() {
+        let storage = |nbytes: u64| Storage {
+            file: 0,
+            key: "0".into(),
+            nbytes,
+            location: crate::source::Location::Mapped { start: 0 },
+        };
+        let view = |shape: Vec<usize>, strides: Vec<usize>| TensorInfo {
+            name: "w".into(),
+            dtype: DType::U8,
+            shape,
+            strides,
+            storage_offset: 0,
+            storage: 0,
+        };
+        let check = |t: &TensorInfo, s: &Storage| check_bounds(Path::new("x.pth"), t, s);
+        const MIB: usize = 1 << 20;
+        // A broadcast of 3 bytes to 64 MiB: allowed (at the absolute limit)...
+        assert!(check(&view(vec![64 * MIB / 4, 4], vec![0, 1]), &storage(4)).is_ok());
+        // ...one row more is refused.
+        let e = check(&view(vec![64 * MIB / 4 + 1, 4], vec![0, 1]), &storage(4)).unwrap_err();
+        assert!(e.to_string().contains("repeats elements"), "{e}");
+        // Over an 8 MiB storage: 16 times (128 MiB) is allowed, 17 times is not.
+        let s8 = storage(8 << 20);
+        assert!(check(&view(vec![16, 8 * MIB], vec![0, 1]), &s8).is_ok());
+        assert!(check(&view(vec![17, 8 * MIB], vec![0, 1]), &s8).is_err());
+        // The hostile shapes.
+        for shape in [vec![16384, 32768], vec![1 << 20, 1 << 20]] {
+            let e = check(&view(shape, vec![0, 0]), &storage(1)).unwrap_err();
+            assert!(e.to_string().contains("tensor 'w'"), "{e}");
+        }
+    }
+
     #[test]
     fn contiguity_ignores_unit_dimensions() {
         let t = |shape: Vec<usize>, strides: Vec<usize>| TensorInfo {
