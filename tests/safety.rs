@@ -228,6 +228,76 @@ fn special_files_and_directories_are_never_replaced() {
 }
 
 #[test]
+fn a_fifo_or_device_as_input_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("model.pth");
+    let c = std::ffi::CString::new(s(&fifo)).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let zero = dir.path().join("zero.safetensors");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let index = dir.path().join("model.safetensors.index.json");
+    std::os::unix::fs::symlink("/dev/zero", &index).unwrap();
+    for args in [
+        vec!["inspect", s(&fifo)],
+        vec!["inspect", s(&zero)],
+        vec!["inspect", s(&index)],
+        vec!["convert", s(&fifo), "-o", "/nonexistent/x.safetensors"],
+    ] {
+        let r = run_capped(&args, 1024 * MIB, 20);
+        assert!(r.failed_cleanly(), "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains("not a regular file"),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert!(r.max_rss < 64 * MIB, "{args:?}: {} bytes", r.max_rss);
+    }
+}
+
+#[test]
+fn hostile_checkpoints_cost_bounded_memory_and_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    for (file, want) in [
+        ("memo_reuse_1000.pth", "through shared references"),
+        ("memo_reuse_100k.pth", "through shared references"),
+        ("stride0_16384x32768.pth", "repeats elements"),
+        ("stride0_2p20x2p20.pth", "repeats elements"),
+        ("duplicate_entry.pth", "occurs twice"),
+        ("bigint_size.pth", "wider than 64 bits"),
+        ("long_text_2mb.pth", "is not a 64-bit integer"),
+    ] {
+        let input = fixture("hostile").join(file);
+        for args in [
+            vec!["inspect", s(&input)],
+            vec!["convert", s(&input), "-o", s(&out)],
+        ] {
+            let r = run_capped(&args, 1024 * MIB, 60);
+            assert!(r.failed_cleanly(), "{args:?}: {r:?}");
+            assert!(r.stderr.contains(want), "{args:?}: {}", r.stderr);
+            assert!(
+                r.stderr.len() < 1024,
+                "{args:?}: {} bytes of stderr",
+                r.stderr.len()
+            );
+            assert!(
+                r.max_rss < 200 * MIB,
+                "{args:?}: peak {} MiB",
+                r.max_rss / MIB
+            );
+            assert!(!out.exists() && partials(dir.path()).is_empty());
+        }
+    }
+    // A compressed entry that inflates 1000-fold is streamed, not held.
+    let bomb = fixture("hostile/deflate_bomb.pth");
+    let r = run_capped(&["convert", s(&bomb), "-o", s(&out)], 1024 * MIB, 60);
+    assert!(r.succeeded(), "{r:?}");
+    assert!(r.max_rss < 100 * MIB, "peak {} MiB", r.max_rss / MIB);
+    assert!(std::fs::metadata(&out).unwrap().len() > 256 << 20);
+}
+
+#[test]
 fn verify_dump_needs_force_and_never_lands_in_the_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let existing = dir.path().join("inputs.safetensors");

@@ -408,7 +408,7 @@ fn hash_sources(store: &TensorStore) -> Result<BTreeMap<String, String>> {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
+    let mut f = crate::input::open_regular(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 4 << 20];
     loop {

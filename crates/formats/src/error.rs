@@ -12,28 +12,32 @@ pub enum FormatError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: not a checkpoint this tool reads ({why})")]
+    #[error("{path}: not a checkpoint this tool reads ({})", clip(.why))]
     UnknownFormat { path: PathBuf, why: String },
-    #[error("{path}: corrupt or truncated file: {why}")]
+    #[error("{path}: corrupt or truncated file: {}", clip(.why))]
     Corrupt { path: PathBuf, why: String },
-    #[error("{path}: pickle: {why}")]
+    #[error("{path}: pickle: {}", clip(.why))]
     Pickle { path: PathBuf, why: String },
-    #[error("{path}: tensor '{tensor}': {why}")]
+    #[error("{path}: tensor '{}': {}", excerpt(.tensor), clip(.why))]
     BadTensor {
         path: PathBuf,
         tensor: String,
         why: String,
     },
-    #[error("{path}: {why}")]
+    #[error("{path}: {}", clip(.why))]
     Unsupported { path: PathBuf, why: String },
-    #[error("no tensor named '{0}' in this checkpoint")]
+    #[error("no tensor named '{}' in this checkpoint", excerpt(.0))]
     NoSuchTensor(String),
-    #[error("{0}")]
+    #[error("{}", clip(.0))]
     Invalid(String),
     #[error("{path}: {why}")]
     OutputRefused { path: PathBuf, why: String },
     #[error("{path} already exists (use --force to overwrite)")]
     OutputExists { path: PathBuf },
+    /// An input that is not a regular file (a FIFO, a device, a directory), or larger than the
+    /// bound for its kind; the message names the path.
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
 }
 
 pub type Result<T, E = FormatError> = std::result::Result<T, E>;
@@ -50,5 +54,53 @@ impl FormatError {
             path: path.into(),
             why: why.into(),
         }
+    }
+}
+
+/// Longest piece of input text an error message repeats whole.
+const EXCERPT_CHARS: usize = 64;
+
+/// `text` as an error message may quote it: whole when short, else its first characters and its
+/// length, so that a hostile file cannot make a message as large as itself.
+pub fn excerpt(text: &str) -> String {
+    if text.chars().count() <= EXCERPT_CHARS {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(EXCERPT_CHARS / 2).collect();
+    format!("{head}... ({} bytes in all)", text.len())
+}
+
+/// Longest explanation an error message carries whole (a safety net: messages quote input text
+/// through [`excerpt`] already).
+const MAX_WHY_CHARS: usize = 480;
+
+/// `why`, cut to [`MAX_WHY_CHARS`] characters with its length noted.
+fn clip(why: &str) -> String {
+    if why.chars().count() <= MAX_WHY_CHARS {
+        return why.to_string();
+    }
+    let head: String = why.chars().take(MAX_WHY_CHARS - 80).collect();
+    format!("{head}... (a {}-byte message, cut)", why.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_are_short() {
+        assert_eq!(excerpt("model.weight"), "model.weight");
+        let long = "9".repeat(2 << 20);
+        let e = excerpt(&long);
+        assert!(e.len() < 100, "{e}");
+        assert!(e.ends_with("(2097152 bytes in all)"), "{e}");
+        let err = FormatError::BadTensor {
+            path: "x.pth".into(),
+            tensor: long,
+            why: "bad".into(),
+        };
+        assert!(err.to_string().len() < 200);
+        let err = FormatError::Invalid(format!("a: {}", "x".repeat(1 << 20)));
+        assert!(err.to_string().len() < 600, "{err}");
     }
 }

@@ -48,7 +48,9 @@ pub struct InspectReport {
 }
 
 pub fn inspect(path: &Path, opts: &OpenOptions) -> Result<InspectReport> {
-    let store = TensorStore::open_with(path, opts)?;
+    let mut store = TensorStore::open_with(path, opts)?;
+    // Moved, not copied: with the pickle's byte budget, the tree's values are held once.
+    let (non_tensors, other_entries) = store.take_non_tensors();
     let sharded = store.index_file().is_some();
     let tensors: Vec<TensorRow> = store
         .tensors()
@@ -91,8 +93,8 @@ pub fn inspect(path: &Path, opts: &OpenOptions) -> Result<InspectReport> {
         parameters: store.tensors().iter().map(|t| t.numel()).sum(),
         parameters_by_dtype: by_dtype,
         tensors,
-        non_tensors: store.non_tensors().to_vec(),
-        other_entries: store.skipped().to_vec(),
+        non_tensors,
+        other_entries,
         metadata: store.metadata().clone(),
         warnings: store.warnings(),
     })

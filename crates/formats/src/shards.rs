@@ -21,11 +21,27 @@ const INDEX_NAMES: [&str; 2] = [
 ];
 const CHECKPOINT_EXTENSIONS: [&str; 6] = ["safetensors", "bin", "pth", "pt", "ckpt", "pkl"];
 
+/// The most directory entries a checkpoint directory is scanned for.
+pub const MAX_DIR_ENTRIES: usize = 100_000;
+
+/// The files of `dir` (regular files, or links to them), sorted. Other entries (directories,
+/// FIFOs, devices, broken links) are skipped here; they are never opened, since everything is
+/// opened through [`crate::input::open_regular`].
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(|e| FormatError::io(dir, e))? {
+    for (n, e) in std::fs::read_dir(dir)
+        .map_err(|e| FormatError::io(dir, e))?
+        .enumerate()
+    {
+        if n >= MAX_DIR_ENTRIES {
+            return Err(FormatError::Invalid(format!(
+                "{}: more than {MAX_DIR_ENTRIES} entries; name the checkpoint file",
+                dir.display()
+            )));
+        }
         let e = e.map_err(|e| FormatError::io(dir, e))?;
-        if e.path().is_file() {
+        // `metadata` follows links and only stats: it never opens (or blocks on) a FIFO.
+        if std::fs::metadata(e.path()).is_ok_and(|m| m.is_file()) {
             out.push(e.path());
         }
     }
@@ -39,6 +55,20 @@ fn file_name(p: &Path) -> &str {
 
 /// The index json of a sharded checkpoint in `dir`, if there is one.
 pub fn find_index(dir: &Path) -> Result<Option<PathBuf>> {
+    // An index under its usual name that is not a regular file (a FIFO, a link to /dev/zero) is
+    // named for what it is, rather than skipped in favour of some other file.
+    for name in INDEX_NAMES {
+        let p = dir.join(name);
+        if let Ok(m) = std::fs::metadata(&p) {
+            if !m.is_file() {
+                return Err(crate::input::InputError::NotRegular {
+                    path: p,
+                    what: crate::input::kind_of(&m.file_type()),
+                }
+                .into());
+            }
+        }
+    }
     let files = list_dir(dir)?;
     for name in INDEX_NAMES {
         if let Some(p) = files.iter().find(|p| file_name(p) == name) {
@@ -96,19 +126,12 @@ pub fn single_checkpoint_in(dir: &Path) -> Result<PathBuf> {
     }
 }
 
+/// The largest index json read (real ones are well under a megabyte).
+pub const MAX_INDEX_BYTES: u64 = 256 << 20;
+
 /// Reads and checks an index json: size-limited, every shard a plain file name in `dir`.
 pub fn read_index(index: &Path) -> Result<ShardIndex> {
-    const MAX_INDEX_BYTES: u64 = 256 << 20;
-    let len = std::fs::metadata(index)
-        .map_err(|e| FormatError::io(index, e))?
-        .len();
-    if len > MAX_INDEX_BYTES {
-        return Err(FormatError::corrupt(
-            index,
-            format!("index of {len} bytes is implausibly large"),
-        ));
-    }
-    let text = std::fs::read(index).map_err(|e| FormatError::io(index, e))?;
+    let text = crate::input::read_bounded(index, MAX_INDEX_BYTES, "shard index")?;
     let parsed: ShardIndex = serde_json::from_slice(&text)
         .map_err(|e| FormatError::corrupt(index, format!("not a shard index json: {e}")))?;
     for shard in parsed.weight_map.values() {
@@ -116,7 +139,10 @@ pub fn read_index(index: &Path) -> Result<ShardIndex> {
         if p.components().count() != 1 || p.is_absolute() || shard == ".." || shard == "." {
             return Err(FormatError::corrupt(
                 index,
-                format!("shard name '{shard}' is not a plain file name"),
+                format!(
+                    "shard name '{}' is not a plain file name",
+                    crate::error::excerpt(shard)
+                ),
             ));
         }
     }
@@ -132,19 +158,26 @@ pub(crate) fn open_sharded(dir: &Path, index: &Path, opts: &OpenOptions) -> Resu
     let mut store = TensorStore::empty(dir, index);
     for shard in shards {
         let path = dir.join(shard);
-        if !path.is_file() {
-            return Err(FormatError::Invalid(format!(
-                "{}: the index names shard '{shard}', which is missing from {}",
-                index.display(),
-                dir.display()
-            )));
+        // Missing means absent (or a dangling link); anything else that is there but not a regular
+        // file is named for what it is when `add_file` opens it.
+        if let Err(e) = std::fs::metadata(&path) {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                return Err(FormatError::Invalid(format!(
+                    "{}: the index names shard '{}', which is missing from {}",
+                    index.display(),
+                    crate::error::excerpt(shard),
+                    dir.display()
+                )));
+            }
         }
         let added: BTreeSet<String> = store.add_file(&path, opts)?.into_iter().collect();
         for (name, file) in &parsed.weight_map {
             if file == shard && !added.contains(name) {
                 return Err(FormatError::Invalid(format!(
-                    "{}: the index puts '{name}' in {shard}, which does not hold it",
-                    index.display()
+                    "{}: the index puts '{}' in {}, which does not hold it",
+                    index.display(),
+                    crate::error::excerpt(name),
+                    crate::error::excerpt(shard)
                 )));
             }
         }

@@ -18,7 +18,8 @@ pub(crate) struct SourceFile {
 
 impl SourceFile {
     pub fn open(path: &Path) -> Result<SourceFile> {
-        let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+        // Only regular files: a FIFO would block, a device such as /dev/zero never ends.
+        let file = crate::input::open_regular(path)?;
         let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
         if len == 0 {
             return Err(FormatError::corrupt(path, "the file is empty"));
@@ -114,17 +115,20 @@ impl Storage {
     }
 
     /// Reads `buf.len()` bytes starting `at` bytes into the storage, with `pread` for mapped
-    /// storages so that streaming a large file does not grow the process's resident set.
+    /// storages so that streaming a large file does not grow the process's resident set;
+    /// compressed storages are inflated up to the end of `buf` through a fixed-size buffer.
     pub(crate) fn read_at(&self, src: &SourceFile, at: u64, buf: &mut [u8]) -> Result<()> {
         match self.location {
             Location::Mapped { start } => src
                 .file
                 .read_exact_at(buf, start + at)
                 .map_err(|e| FormatError::io(&src.path, e)),
-            Location::Deflated { .. } => {
-                let all = self.bytes(src)?;
-                buf.copy_from_slice(&all[at as usize..at as usize + buf.len()]);
-                Ok(())
+            Location::Deflated { entry } => {
+                with_inflated(src, entry, self.nbytes, &mut |r, name| {
+                    skip(r, at, src, name)?;
+                    r.read_exact(buf)
+                        .map_err(|e| FormatError::corrupt(&src.path, format!("{name}: {e}")))
+                })
             }
         }
     }
@@ -133,18 +137,32 @@ impl Storage {
 /// Deflate cannot expand data by more than about 1032:1; a larger claimed size is a lie.
 const MAX_DEFLATE_RATIO: u64 = 1032;
 
-pub(crate) fn inflate(src: &SourceFile, entry: usize, expected: u64) -> Result<Vec<u8>> {
+/// The most bytes of one compressed zip entry ever inflated into memory at once (a compressed
+/// `data.pkl`, or a compressed storage read whole by [`crate::TensorStore::bytes`]). Streaming
+/// reads ([`crate::TensorStore::copy_to`] of a contiguous tensor) pass through a fixed buffer and
+/// need no such bound.
+pub const MAX_INFLATED_BYTES: u64 = 256 << 20;
+
+/// Opens zip entry `entry`, checks that its claimed size is possible from its compressed size and
+/// holds `expected` bytes, and hands `f` a reader over its inflated bytes (at most the claimed
+/// size) and the entry's name.
+pub(crate) fn with_inflated<T>(
+    src: &SourceFile,
+    entry: usize,
+    expected: u64,
+    f: &mut dyn FnMut(&mut dyn Read, &str) -> Result<T>,
+) -> Result<T> {
     let corrupt = |why: String| FormatError::corrupt(&src.path, why);
     let mut archive = crate::torch::open_zip(src)?;
-    let mut f = archive
+    let zf = archive
         .by_index(entry)
         .map_err(|e| corrupt(format!("zip entry {entry}: {e}")))?;
-    let name = f.name().map(|n| n.to_string()).unwrap_or_default();
-    let size = f.size();
-    if size > f.compressed_size().saturating_mul(MAX_DEFLATE_RATIO) + 1024 {
+    let name = zf.name().map(|n| n.to_string()).unwrap_or_default();
+    let size = zf.size();
+    if size > zf.compressed_size().saturating_mul(MAX_DEFLATE_RATIO) + 1024 {
         return Err(corrupt(format!(
             "zip entry {name} claims {size} bytes from {} compressed bytes",
-            f.compressed_size()
+            zf.compressed_size()
         )));
     }
     if size < expected {
@@ -152,17 +170,75 @@ pub(crate) fn inflate(src: &SourceFile, entry: usize, expected: u64) -> Result<V
             "zip entry {name} holds {size} bytes but {expected} are needed"
         )));
     }
-    let mut out = Vec::with_capacity(size.min(1 << 30) as usize);
-    (&mut f)
-        .take(size + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| corrupt(format!("zip entry {name}: {e}")))?;
-    if out.len() as u64 != size {
-        return Err(corrupt(format!(
-            "zip entry {name}: inflated to {} bytes, the header says {size}",
-            out.len()
-        )));
+    let mut r = zf.take(size);
+    f(&mut r, &name)
+}
+
+/// Reads and discards `n` bytes of `r`.
+fn skip(r: &mut dyn Read, n: u64, src: &SourceFile, name: &str) -> Result<()> {
+    let got = std::io::copy(&mut r.take(n), &mut std::io::sink())
+        .map_err(|e| FormatError::corrupt(&src.path, format!("{name}: {e}")))?;
+    if got != n {
+        return Err(FormatError::corrupt(
+            &src.path,
+            format!("{name}: inflated to {got} bytes, {n} were needed"),
+        ));
     }
-    out.truncate(expected as usize);
-    Ok(out)
+    Ok(())
+}
+
+/// Inflates the first `expected` bytes of a zip entry into memory: at most
+/// [`MAX_INFLATED_BYTES`].
+pub(crate) fn inflate(src: &SourceFile, entry: usize, expected: u64) -> Result<Vec<u8>> {
+    with_inflated(src, entry, expected, &mut |r, name| {
+        if expected > MAX_INFLATED_BYTES {
+            return Err(FormatError::corrupt(
+                &src.path,
+                format!(
+                    "zip entry {name} would inflate to {expected} bytes in memory, more than the {} MiB allowed (compressed entries are read whole)",
+                    MAX_INFLATED_BYTES >> 20
+                ),
+            ));
+        }
+        let mut out = Vec::with_capacity(expected as usize);
+        r.take(expected)
+            .read_to_end(&mut out)
+            .map_err(|e| FormatError::corrupt(&src.path, format!("zip entry {name}: {e}")))?;
+        if out.len() as u64 != expected {
+            return Err(FormatError::corrupt(
+                &src.path,
+                format!(
+                    "zip entry {name}: inflated to {} bytes, {expected} were needed",
+                    out.len()
+                ),
+            ));
+        }
+        Ok(out)
+    })
+}
+
+/// Streams bytes `[at, at + len)` of a compressed storage to `emit`, through a buffer of `chunk`
+/// bytes.
+pub(crate) fn stream_inflated(
+    src: &SourceFile,
+    entry: usize,
+    nbytes: u64,
+    at: u64,
+    len: u64,
+    chunk: usize,
+    emit: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    with_inflated(src, entry, nbytes, &mut |r, name| {
+        skip(r, at, src, name)?;
+        let mut buf = vec![0u8; chunk.min(len as usize).max(1)];
+        let mut left = len;
+        while left > 0 {
+            let n = (left as usize).min(buf.len());
+            r.read_exact(&mut buf[..n])
+                .map_err(|e| FormatError::corrupt(&src.path, format!("zip entry {name}: {e}")))?;
+            emit(&buf[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    })
 }

@@ -290,7 +290,9 @@ impl TensorStore {
             .map(|(i, k)| (k.as_str(), base + i))
             .collect();
         let mut added = Vec::new();
-        for leaf in tree::flatten(chosen) {
+        let leaves = tree::flatten(chosen)
+            .map_err(|why| FormatError::Invalid(format!("{}: {why}", path.display())))?;
+        for leaf in leaves {
             match leaf {
                 Leaf::Tensor { name, index } => {
                     let raw = &f.tensors[index];
@@ -378,6 +380,15 @@ impl TensorStore {
     pub fn skipped(&self) -> &[NonTensor] {
         &self.skipped
     }
+    /// Moves out [`non_tensors`](Self::non_tensors) and [`skipped`](Self::skipped), leaving them
+    /// empty, for a caller that reports them and would otherwise copy them.
+    pub(crate) fn take_non_tensors(&mut self) -> (Vec<NonTensor>, Vec<NonTensor>) {
+        (
+            std::mem::take(&mut self.non_tensors),
+            std::mem::take(&mut self.skipped),
+        )
+    }
+
     pub fn total_bytes(&self) -> u64 {
         self.tensors.iter().map(TensorInfo::nbytes).sum()
     }
@@ -461,14 +472,38 @@ impl TensorStore {
         Ok(self.view(t)?.into_contiguous())
     }
 
-    /// Streams the tensor's contiguous bytes to `w` in chunks read with `pread`, so that memory
-    /// stays flat however large the tensor is. Strided or compressed tensors are gathered in
-    /// memory first (one tensor at a time).
+    /// Streams the tensor's contiguous bytes to `w` through a buffer of [`COPY_CHUNK`] bytes, so
+    /// that memory stays flat however large the tensor is: contiguous tensors are read with
+    /// `pread` (or inflated as they stream, when compressed); strided views are gathered from the
+    /// mapping (or from the inflated storage, at most [`crate::source::MAX_INFLATED_BYTES`]) one
+    /// chunk at a time.
     pub fn copy_to(&self, t: &TensorInfo, w: &mut dyn Write, progress: &dyn Fn(u64)) -> Result<()> {
-        const CHUNK: usize = 8 << 20;
+        const CHUNK: usize = COPY_CHUNK;
         let s = &self.storages[t.storage];
         let src = &self.files[s.file];
         let io = |e: std::io::Error| FormatError::io("<output>", e);
+        let mut emit = |b: &[u8]| -> Result<()> {
+            w.write_all(b).map_err(io)?;
+            progress(b.len() as u64);
+            Ok(())
+        };
+        if t.numel() == 0 {
+            return Ok(());
+        }
+        if let (true, crate::source::Location::Deflated { entry }) =
+            (t.is_contiguous(), &s.location)
+        {
+            let at = (t.storage_offset * t.dtype.size()) as u64;
+            return crate::source::stream_inflated(
+                src,
+                *entry,
+                s.nbytes,
+                at,
+                t.nbytes(),
+                CHUNK,
+                &mut emit,
+            );
+        }
         if t.is_contiguous() && s.file_offset().is_some() {
             let mut at = (t.storage_offset * t.dtype.size()) as u64;
             let mut left = t.nbytes();
@@ -483,12 +518,30 @@ impl TensorStore {
             }
             return Ok(());
         }
-        let bytes = self.bytes(t)?;
-        w.write_all(&bytes).map_err(io)?;
-        progress(bytes.len() as u64);
+        let view = self.view(t)?;
+        gather_chunks(
+            &view.storage,
+            t.dtype.size(),
+            &t.shape,
+            &t.strides,
+            t.storage_offset,
+            CHUNK,
+            &mut emit,
+        )?;
+        drop(view);
+        self.release(t);
         Ok(())
     }
 }
+
+/// Size of the buffer [`TensorStore::copy_to`] streams through.
+pub const COPY_CHUNK: usize = 8 << 20;
+
+/// A view whose elements repeat (stride 0, overlapping strides) may be larger than its storage;
+/// such a view is refused when it is more than this many times its storage's size...
+pub const MAX_VIEW_EXPANSION: u64 = 16;
+/// ...and larger than this (so small broadcasts of a few elements stay readable).
+pub const MAX_EXPANDED_VIEW_BYTES: u64 = 64 << 20;
 
 fn strip(name: &str, opts: &OpenOptions) -> String {
     match &opts.strip_prefix {
@@ -533,13 +586,33 @@ fn check_bounds(path: &Path, t: &TensorInfo, s: &Storage) -> Result<()> {
         return Ok(());
     }
     if numel > u64::MAX as u128 / 16 {
-        return Err(bad(format!("absurd shape {:?}", t.shape)));
+        return Err(bad(format!(
+            "absurd shape {}",
+            crate::error::excerpt(&format!("{:?}", t.shape))
+        )));
+    }
+    // Every reader (`bytes`, `view`, `copy_to`) materialises at most the logical size, so bounding
+    // it here, at open time, bounds them all.
+    let logical = numel.saturating_mul(t.dtype.size() as u128);
+    if logical > (s.nbytes as u128).saturating_mul(MAX_VIEW_EXPANSION as u128)
+        && logical > MAX_EXPANDED_VIEW_BYTES as u128
+    {
+        return Err(bad(format!(
+            "a view of {logical} bytes over a storage of {} bytes repeats elements (strides {}): more than {MAX_VIEW_EXPANSION} times its storage and more than {} MiB",
+            s.nbytes,
+            crate::error::excerpt(&format!("{:?}", t.strides)),
+            MAX_EXPANDED_VIEW_BYTES >> 20
+        )));
     }
     let end = (last + 1).saturating_mul(t.dtype.size() as u128);
     if end > s.nbytes as u128 {
         return Err(bad(format!(
-            "shape {:?}, strides {:?} and offset {} reach byte {end} of storage '{}', which holds {}",
-            t.shape, t.strides, t.storage_offset, s.key, s.nbytes
+            "shape {}, strides {} and offset {} reach byte {end} of storage '{}', which holds {}",
+            crate::error::excerpt(&format!("{:?}", t.shape)),
+            crate::error::excerpt(&format!("{:?}", t.strides)),
+            t.storage_offset,
+            crate::error::excerpt(&s.key),
+            s.nbytes
         )));
     }
     Ok(())
@@ -595,13 +668,35 @@ impl<'a> TensorView<'a> {
     }
 }
 
-/// Copies a strided view into C order, one innermost run at a time.
+/// Copies a strided view into C order.
 fn gather(src: &[u8], es: usize, shape: &[usize], strides: &[usize], offset: usize) -> Vec<u8> {
     let n: usize = shape.iter().product();
     let mut out = Vec::with_capacity(n * es);
+    gather_chunks(src, es, shape, strides, offset, usize::MAX, &mut |b| {
+        out.extend_from_slice(b);
+        Ok(())
+    })
+    .expect("collecting into memory cannot fail");
+    out
+}
+
+/// Hands a strided view's elements, in C order, to `emit` in pieces of at most `chunk` bytes
+/// (copied through one buffer of that size, or borrowed from `src` for long contiguous runs).
+fn gather_chunks(
+    src: &[u8],
+    es: usize,
+    shape: &[usize],
+    strides: &[usize],
+    offset: usize,
+    chunk: usize,
+    emit: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let n: usize = shape.iter().product();
     if n == 0 {
-        return out;
+        return Ok(());
     }
+    let chunk = chunk.max(es);
+    let mut buf: Vec<u8> = Vec::with_capacity(chunk.min(n.saturating_mul(es)));
     let rank = shape.len();
     let mut idx = vec![0usize; rank];
     let (inner, inner_stride) = if rank == 0 {
@@ -612,18 +707,36 @@ fn gather(src: &[u8], es: usize, shape: &[usize], strides: &[usize], offset: usi
     loop {
         let base = offset + idx.iter().zip(strides).map(|(i, s)| i * s).sum::<usize>();
         if inner_stride == 1 {
-            out.extend_from_slice(&src[base * es..(base + inner) * es]);
+            let run = &src[base * es..(base + inner) * es];
+            if buf.len() + run.len() <= chunk {
+                buf.extend_from_slice(run);
+            } else {
+                if !buf.is_empty() {
+                    emit(&buf)?;
+                    buf.clear();
+                }
+                for piece in run.chunks(chunk) {
+                    emit(piece)?;
+                }
+            }
         } else {
             for j in 0..inner {
+                if buf.len() + es > chunk {
+                    emit(&buf)?;
+                    buf.clear();
+                }
                 let at = (base + j * inner_stride) * es;
-                out.extend_from_slice(&src[at..at + es]);
+                buf.extend_from_slice(&src[at..at + es]);
             }
         }
         // Advance the multi-index over all dimensions but the innermost.
         let mut d = rank.saturating_sub(1);
         loop {
             if d == 0 {
-                return out;
+                if !buf.is_empty() {
+                    emit(&buf)?;
+                }
+                return Ok(());
             }
             d -= 1;
             idx[d] += 1;
@@ -648,6 +761,62 @@ mod tests {
         let out = gather(&src, 1, &[2], &[2], 1);
         assert_eq!(out, vec![1, 3]);
         assert_eq!(gather(&src, 2, &[], &[], 1), vec![2, 3]);
+    }
+
+    #[test]
+    fn gather_chunks_streams_in_bounded_pieces() {
+        let src: Vec<u8> = (0u8..24).collect();
+        for chunk in [1, 2, 3, 5, 7, 64] {
+            for (shape, strides, es) in [
+                (vec![3usize, 4usize], vec![1usize, 3usize], 2usize),
+                (vec![2, 6], vec![6, 1], 2),
+                (vec![4, 3], vec![0, 1], 1),
+            ] {
+                let mut pieces = Vec::new();
+                gather_chunks(&src, es, &shape, &strides, 0, chunk, &mut |b| {
+                    pieces.push(b.to_vec());
+                    Ok(())
+                })
+                .unwrap();
+                assert!(pieces.iter().all(|p| p.len() <= chunk.max(es)), "{chunk}");
+                assert_eq!(pieces.concat(), gather(&src, es, &shape, &strides, 0));
+            }
+        }
+    }
+
+    /// Views that repeat elements: small broadcasts pass, large ones are refused at the limits.
+    #[test]
+    fn repeated_elements_are_bounded_at_open() {
+        let storage = |nbytes: u64| Storage {
+            file: 0,
+            key: "0".into(),
+            nbytes,
+            location: crate::source::Location::Mapped { start: 0 },
+        };
+        let view = |shape: Vec<usize>, strides: Vec<usize>| TensorInfo {
+            name: "w".into(),
+            dtype: DType::U8,
+            shape,
+            strides,
+            storage_offset: 0,
+            storage: 0,
+        };
+        let check = |t: &TensorInfo, s: &Storage| check_bounds(Path::new("x.pth"), t, s);
+        const MIB: usize = 1 << 20;
+        // A broadcast of 3 bytes to 64 MiB: allowed (at the absolute limit)...
+        assert!(check(&view(vec![64 * MIB / 4, 4], vec![0, 1]), &storage(4)).is_ok());
+        // ...one row more is refused.
+        let e = check(&view(vec![64 * MIB / 4 + 1, 4], vec![0, 1]), &storage(4)).unwrap_err();
+        assert!(e.to_string().contains("repeats elements"), "{e}");
+        // Over an 8 MiB storage: 16 times (128 MiB) is allowed, 17 times is not.
+        let s8 = storage(8 << 20);
+        assert!(check(&view(vec![16, 8 * MIB], vec![0, 1]), &s8).is_ok());
+        assert!(check(&view(vec![17, 8 * MIB], vec![0, 1]), &s8).is_err());
+        // The hostile shapes.
+        for shape in [vec![16384, 32768], vec![1 << 20, 1 << 20]] {
+            let e = check(&view(shape, vec![0, 0]), &storage(1)).unwrap_err();
+            assert!(e.to_string().contains("tensor 'w'"), "{e}");
+        }
     }
 
     #[test]

@@ -203,14 +203,33 @@ pub enum Leaf<'a> {
     Other { name: String, node: &'a Node },
 }
 
-/// Flattens `node` into dotted names (`blocks.0.attn.qkv.weight`), in the tree's order.
-pub fn flatten(node: &Node) -> Vec<Leaf<'_>> {
+/// Bytes all the dotted names of one tree may take together. A name repeats the keys of every
+/// level above it, so a deep tree with long keys and many leaves could otherwise produce names far
+/// larger than the tree itself.
+pub const MAX_NAMES_BYTES: usize = 64 << 20;
+
+/// Flattens `node` into dotted names (`blocks.0.attn.qkv.weight`), in the tree's order; refuses a
+/// tree whose names would take more than [`MAX_NAMES_BYTES`].
+pub fn flatten(node: &Node) -> Result<Vec<Leaf<'_>>, String> {
     let mut out = Vec::new();
-    flatten_into(node, String::new(), &mut out);
-    out
+    let mut held = 0usize;
+    flatten_into(node, String::new(), &mut out, &mut held)?;
+    Ok(out)
 }
 
-fn flatten_into<'a>(node: &'a Node, prefix: String, out: &mut Vec<Leaf<'a>>) {
+fn flatten_into<'a>(
+    node: &'a Node,
+    prefix: String,
+    out: &mut Vec<Leaf<'a>>,
+    held: &mut usize,
+) -> Result<(), String> {
+    *held = held.saturating_add(prefix.len() + std::mem::size_of::<Leaf>());
+    if *held > MAX_NAMES_BYTES {
+        return Err(format!(
+            "the dotted names of the checkpoint's entries take more than {} MiB",
+            MAX_NAMES_BYTES >> 20
+        ));
+    }
     let join = |k: &str| {
         if prefix.is_empty() {
             k.to_string()
@@ -230,7 +249,7 @@ fn flatten_into<'a>(node: &'a Node, prefix: String, out: &mut Vec<Leaf<'a>>) {
         Node::Dict(d) if d.is_empty() => out.push(Leaf::Other { name: prefix, node }),
         Node::Dict(d) => {
             for (k, v) in d {
-                flatten_into(v, join(k), out);
+                flatten_into(v, join(k), out, held)?;
             }
         }
         Node::List(l) if l.iter().all(|n| n.tensor_count() == 0) => {
@@ -238,12 +257,15 @@ fn flatten_into<'a>(node: &'a Node, prefix: String, out: &mut Vec<Leaf<'a>>) {
         }
         Node::List(l) => {
             for (i, v) in l.iter().enumerate() {
-                flatten_into(v, join(&i.to_string()), out);
+                flatten_into(v, join(&i.to_string()), out, held)?;
             }
         }
-        Node::Opaque { state: Some(s), .. } if s.tensor_count() > 0 => flatten_into(s, prefix, out),
+        Node::Opaque { state: Some(s), .. } if s.tensor_count() > 0 => {
+            return flatten_into(s, prefix, out, held)
+        }
         Node::Scalar(_) | Node::Opaque { .. } => out.push(Leaf::Other { name: prefix, node }),
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -295,6 +317,7 @@ mod tests {
             ("n", Node::Scalar(3.into())),
         ]);
         let names: Vec<String> = flatten(&t)
+            .unwrap()
             .into_iter()
             .map(|l| match l {
                 Leaf::Tensor { name, .. } | Leaf::Other { name, .. } => name,

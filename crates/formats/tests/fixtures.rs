@@ -385,6 +385,12 @@ fn hostile_inputs_get_clear_errors() {
     for case in cases["cases"].as_array().unwrap() {
         let file = dir.join(case["file"].as_str().unwrap());
         let want = case["error"].as_str().unwrap();
+        // An empty substring would match every message: each case must name its error.
+        assert!(
+            want.trim().len() >= 4,
+            "{}: cases.json needs a specific error substring, not '{want}'",
+            file.display()
+        );
         let err = match read_everything(&file) {
             Err(e) => e,
             // Readable but nothing convertible (the os.system pickle): convert must refuse.
@@ -400,6 +406,14 @@ fn hostile_inputs_get_clear_errors() {
             err.contains(want),
             "{}: error '{err}' lacks '{want}'",
             file.display()
+        );
+        // Messages quote input text only as short excerpts (long_text_2mb.pth holds 2 MiB of
+        // digits).
+        assert!(
+            err.len() < 1024,
+            "{}: a {}-byte error message",
+            file.display(),
+            err.len()
         );
         assert!(
             err.contains(case["file"].as_str().unwrap()) || err.contains("no tensors"),
@@ -492,4 +506,91 @@ fn a_pickle_with_a_wrong_crc_is_refused() {
     std::fs::write(&path, &bytes).unwrap();
     let e = TensorStore::open(&path).unwrap_err().to_string();
     assert!(e.contains("CRC-32 mismatch") && e.contains("x.pth"), "{e}");
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+fn write_index(dir: &Path, shard: &str) -> PathBuf {
+    let index = dir.join("model.safetensors.index.json");
+    let json = format!(r#"{{"metadata": {{}}, "weight_map": {{"a": "{shard}"}}}}"#);
+    std::fs::write(&index, json).unwrap();
+    index
+}
+
+/// FIFOs, devices, directories and link loops, as inputs or as shards an index names, are named
+/// for what they are (and never block or read forever); a shard that is truly absent is missing.
+/// Made here, in a temporary directory: git cannot hold FIFOs or links to devices.
+#[test]
+fn non_regular_inputs_are_named_for_what_they_are() {
+    let err = |p: &Path| TensorStore::open(p).unwrap_err().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // An index naming a shard that is a FIFO, a link loop, a link to /dev/zero.
+    let d = tmp.path().join("fifo_shard");
+    std::fs::create_dir(&d).unwrap();
+    mkfifo(&d.join("s.safetensors"));
+    let e = err(&write_index(&d, "s.safetensors"));
+    assert!(
+        e.contains("is a FIFO (named pipe), not a regular file"),
+        "{e}"
+    );
+    assert!(e.contains("s.safetensors") && !e.contains("missing"), "{e}");
+
+    let d = tmp.path().join("loop_shard");
+    std::fs::create_dir(&d).unwrap();
+    std::os::unix::fs::symlink(d.join("s.safetensors"), d.join("s.safetensors")).unwrap();
+    let e = err(&write_index(&d, "s.safetensors"));
+    assert!(e.contains("symbolic links"), "{e}");
+    assert!(!e.contains("missing"), "{e}");
+
+    let d = tmp.path().join("zero_shard");
+    std::fs::create_dir(&d).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", d.join("s.safetensors")).unwrap();
+    let e = err(&write_index(&d, "s.safetensors"));
+    assert!(
+        e.contains("is a character device, not a regular file"),
+        "{e}"
+    );
+
+    // ...and one that is absent is still missing.
+    let d = tmp.path().join("absent_shard");
+    std::fs::create_dir(&d).unwrap();
+    let e = err(&write_index(&d, "s.safetensors"));
+    assert!(e.contains("which is missing"), "{e}");
+
+    // The index itself a link to /dev/zero, or a FIFO: given by path or found in its directory.
+    let d = tmp.path().join("zero_index");
+    std::fs::create_dir(&d).unwrap();
+    let index = d.join("model.safetensors.index.json");
+    std::os::unix::fs::symlink("/dev/zero", &index).unwrap();
+    for p in [&index, &d] {
+        let e = err(p);
+        assert!(
+            e.contains("is a character device, not a regular file"),
+            "{e}"
+        );
+        assert!(e.contains("model.safetensors.index.json"), "{e}");
+    }
+    let d = tmp.path().join("fifo_index");
+    std::fs::create_dir(&d).unwrap();
+    let index = d.join("model.safetensors.index.json");
+    mkfifo(&index);
+    for p in [&index, &d] {
+        let e = err(p);
+        assert!(
+            e.contains("is a FIFO (named pipe), not a regular file"),
+            "{e}"
+        );
+    }
+
+    // A checkpoint path that is a device or a FIFO.
+    let e = err(Path::new("/dev/zero"));
+    assert!(e.contains("/dev/zero: is a character device"), "{e}");
+    let fifo = tmp.path().join("x.pth");
+    mkfifo(&fifo);
+    assert!(err(&fifo).contains("is a FIFO (named pipe)"));
 }

@@ -21,7 +21,8 @@ pub enum Value {
         name: String,
     },
     /// The result of a call (`REDUCE`, `NEWOBJ`, `INST`, `OBJ`), never performed.
-    Object(Object),
+    /// Boxed, so that every value stays small (the arena holds one per opcode).
+    Object(Box<Object>),
     PersistentId(Id),
 }
 
@@ -38,11 +39,33 @@ pub struct Object {
 }
 
 impl Value {
+    /// The kind of value with its article, for messages: `an int`, `a str`, `an integer wider
+    /// than 64 bits`.
+    pub fn a_kind(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "a bool",
+            Value::Int(_) => "an int",
+            Value::BigInt(_) => "an integer wider than 64 bits",
+            Value::Float(_) => "a float",
+            Value::Str(_) => "a str",
+            Value::Bytes(_) => "a bytes object",
+            Value::Tuple(_) => "a tuple",
+            Value::List(_) => "a list",
+            Value::Dict(_) => "a dict",
+            Value::Set(_) => "a set",
+            Value::Global { .. } => "a global",
+            Value::Object(_) => "an object",
+            Value::PersistentId(_) => "a persistent id",
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Value::None => "None",
             Value::Bool(_) => "bool",
-            Value::Int(_) | Value::BigInt(_) => "int",
+            Value::Int(_) => "int",
+            Value::BigInt(_) => "integer wider than 64 bits",
             Value::Float(_) => "float",
             Value::Str(_) => "str",
             Value::Bytes(_) => "bytes",

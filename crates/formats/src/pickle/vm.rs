@@ -9,8 +9,21 @@
 //!
 //! Every length read from the stream is checked against the bytes that remain before anything is
 //! allocated, so a hostile header cannot make us allocate more than the input's size.
+//!
+//! Memory is proportional to the input: each opcode (at least one byte) adds at most three values
+//! to the arena (a [`Value`] is 56 bytes, plus text or bytes copied from the input itself), one
+//! stack slot or one memo entry. No opcode copies a value already in the arena, except
+//! `STACK_GLOBAL`, which copies two strings and therefore refuses names longer than
+//! [`MAX_GLOBAL_NAME`] bytes. Error messages quote input text only as a short excerpt.
+
+use crate::error::excerpt;
 
 use super::Value;
+
+/// Longest module or attribute name a `GLOBAL`, `INST` or `STACK_GLOBAL` may carry (Python's own
+/// names are far shorter); this bounds what `STACK_GLOBAL`, which copies its two strings, can
+/// allocate per input byte.
+pub const MAX_GLOBAL_NAME: usize = 1024;
 
 /// Index of a value in [`Pickle::values`].
 pub type Id = usize;
@@ -140,6 +153,18 @@ impl<'a> Vm<'a> {
         }
     }
 
+    /// A `GLOBAL`/`INST` name line, at most [`MAX_GLOBAL_NAME`] bytes.
+    fn global_name(&mut self) -> R<String> {
+        let s = self.line_str()?;
+        if s.len() > MAX_GLOBAL_NAME {
+            return self.err(format!(
+                "global name '{}' is longer than {MAX_GLOBAL_NAME} bytes",
+                excerpt(&s)
+            ));
+        }
+        Ok(s)
+    }
+
     fn new_value(&mut self, v: Value) -> Id {
         self.values.push(v);
         self.values.len() - 1
@@ -239,14 +264,14 @@ impl<'a> Vm<'a> {
     }
 
     fn object(&mut self, callable: Id, args: Id, kwargs: Option<Id>) {
-        self.push(Value::Object(super::Object {
+        self.push(Value::Object(Box::new(super::Object {
             callable,
             args,
             kwargs,
             state: None,
             dict_items: Vec::new(),
             list_items: Vec::new(),
-        }));
+        })));
     }
 
     fn int_from_text(&mut self, text: &str) -> R<Value> {
@@ -258,7 +283,10 @@ impl<'a> Vm<'a> {
         }
         match t.parse::<i64>() {
             Ok(v) => Ok(Value::Int(v)),
-            Err(_) => self.err(format!("integer '{text}' is not a 64-bit integer")),
+            Err(_) => self.err(format!(
+                "integer '{}' is not a 64-bit integer",
+                excerpt(text)
+            )),
         }
     }
 
@@ -301,7 +329,7 @@ impl<'a> Vm<'a> {
                 b'g' => {
                     let s = self.line_str()?;
                     let Ok(k) = s.parse::<u64>() else {
-                        return self.err(format!("bad GET key '{s}'"));
+                        return self.err(format!("bad GET key '{}'", excerpt(&s)));
                     };
                     self.memo_get(k)?
                 }
@@ -316,7 +344,7 @@ impl<'a> Vm<'a> {
                 b'p' => {
                     let s = self.line_str()?;
                     let Ok(k) = s.parse::<u64>() else {
-                        return self.err(format!("bad PUT key '{s}'"));
+                        return self.err(format!("bad PUT key '{}'", excerpt(&s)));
                     };
                     self.memo_put(k)?
                 }
@@ -386,7 +414,7 @@ impl<'a> Vm<'a> {
                 b'F' => {
                     let s = self.line_str()?;
                     let Ok(v) = s.trim().parse::<f64>() else {
-                        return self.err(format!("bad FLOAT '{s}'"));
+                        return self.err(format!("bad FLOAT '{}'", excerpt(&s)));
                     };
                     self.push(Value::Float(v))
                 }
@@ -502,14 +530,22 @@ impl<'a> Vm<'a> {
 
                 // ---- names and calls (recorded, never executed)
                 b'c' => {
-                    let module = self.line_str()?;
-                    let name = self.line_str()?;
+                    let module = self.global_name()?;
+                    let name = self.global_name()?;
                     self.push(Value::Global { module, name })
                 }
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (&self.values[module], &self.values[name]) {
+                        (Value::Str(m), Value::Str(n))
+                            if m.len() > MAX_GLOBAL_NAME || n.len() > MAX_GLOBAL_NAME =>
+                        {
+                            return self.err(format!(
+                                "STACK_GLOBAL name of {} bytes (at most {MAX_GLOBAL_NAME})",
+                                m.len().max(n.len())
+                            ))
+                        }
                         (Value::Str(m), Value::Str(n)) => {
                             let v = Value::Global {
                                 module: m.clone(),
@@ -537,8 +573,8 @@ impl<'a> Vm<'a> {
                     self.object(class, args, Some(kwargs))
                 }
                 b'i' => {
-                    let module = self.line_str()?;
-                    let name = self.line_str()?;
+                    let module = self.global_name()?;
+                    let name = self.global_name()?;
                     let items = self.pop_mark()?;
                     let class = self.new_value(Value::Global { module, name });
                     let args = self.new_value(Value::Tuple(items));
@@ -602,5 +638,53 @@ impl<'a> Vm<'a> {
         let b = self.take(n)?.to_vec();
         self.push(Value::Bytes(b));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn long_str(n: usize) -> Vec<u8> {
+        let mut b = vec![b'X'];
+        b.extend((n as u32).to_le_bytes());
+        b.extend(std::iter::repeat_n(b'm', n));
+        b
+    }
+
+    /// STACK_GLOBAL copies its strings; memo reuse would multiply them, so long names are refused.
+    #[test]
+    fn long_global_names_are_refused() {
+        let mut p = b"\x80\x04".to_vec();
+        p.extend(long_str(MAX_GLOBAL_NAME + 1));
+        p.extend(b"\x94");
+        p.extend(long_str(3));
+        p.extend(b"\x93.");
+        let e = parse(&p).unwrap_err();
+        assert!(e.why.contains("STACK_GLOBAL name of 1025 bytes"), "{e}");
+        let mut p = b"\x80\x04".to_vec();
+        p.extend(long_str(MAX_GLOBAL_NAME));
+        p.extend(long_str(3));
+        p.extend(b"\x93.");
+        assert!(parse(&p).is_ok());
+        let mut p = b"c".to_vec();
+        p.extend(std::iter::repeat_n(b'm', 5000));
+        p.extend(b"\nx\n.");
+        let e = parse(&p).unwrap_err();
+        assert!(
+            e.why.len() < 200 && e.why.contains("5000 bytes in all"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn messages_quote_only_an_excerpt() {
+        for op in [b'I', b'L', b'F', b'g', b'p'] {
+            let mut p = vec![op];
+            p.extend(std::iter::repeat_n(b'7', 1 << 20));
+            p.extend(b"x\n.");
+            let e = parse(&p).unwrap_err().to_string();
+            assert!(e.len() < 200, "{}: {} bytes", op as char, e.len());
+        }
     }
 }

@@ -1,6 +1,6 @@
 use super::unpickle::interpret;
 use super::{TorchFile, LEGACY_MAGIC};
-use crate::error::{FormatError, Result};
+use crate::error::{excerpt, FormatError, Result};
 use crate::pickle::{self, Pickle, Value};
 use crate::source::{Location, SourceFile, Storage};
 use std::collections::BTreeMap;
@@ -33,8 +33,8 @@ pub(crate) fn read_legacy(src: &SourceFile, file_index: usize) -> Result<TorchFi
         return Err(FormatError::Unsupported {
             path: src.path.clone(),
             why: format!(
-                "legacy protocol version {:?}, expected 1001",
-                proto.get(proto.root)
+                "legacy protocol version {}, expected 1001",
+                excerpt(&format!("{:?}", proto.get(proto.root)))
             ),
         });
     }
@@ -62,10 +62,10 @@ pub(crate) fn read_legacy(src: &SourceFile, file_index: usize) -> Result<TorchFi
             .iter()
             .map(|&i| match keys_pickle.get(i) {
                 Value::Str(s) => Ok(s.clone()),
-                other => Err(corrupt(format!("storage key is a {}", other.kind()))),
+                other => Err(corrupt(format!("storage key is {}", other.a_kind()))),
             })
             .collect::<Result<_>>()?,
-        other => return Err(corrupt(format!("storage key list is a {}", other.kind()))),
+        other => return Err(corrupt(format!("storage key list is {}", other.a_kind()))),
     };
 
     src.release(0, pos as u64);
@@ -73,23 +73,24 @@ pub(crate) fn read_legacy(src: &SourceFile, file_index: usize) -> Result<TorchFi
     let mut roots: BTreeMap<String, (u64, u64)> = BTreeMap::new(); // key -> (start, nbytes)
     let mut at = pos as u64;
     for key in &keys {
+        let k = excerpt(key);
         let decl = it
             .storages
             .get(key)
-            .ok_or_else(|| corrupt(format!("storage '{key}' is listed but never used")))?;
+            .ok_or_else(|| corrupt(format!("storage '{k}' is listed but never used")))?;
         if at + 8 > src.len() {
-            return Err(corrupt(format!("truncated before storage '{key}'")));
+            return Err(corrupt(format!("truncated before storage '{k}'")));
         }
         let mut header = [0u8; 8];
         src.read_at(at, &mut header)?;
         let count = u64::from_le_bytes(header);
         let nbytes = count
             .checked_mul(decl.dtype.size() as u64)
-            .ok_or_else(|| corrupt(format!("storage '{key}' claims {count} elements")))?;
+            .ok_or_else(|| corrupt(format!("storage '{k}' claims {count} elements")))?;
         let start = at + 8;
         if start.checked_add(nbytes).is_none_or(|end| end > src.len()) {
             return Err(corrupt(format!(
-                "storage '{key}' claims {nbytes} bytes at offset {start}, past the end of the {}-byte file",
+                "storage '{k}' claims {nbytes} bytes at offset {start}, past the end of the {}-byte file",
                 src.len()
             )));
         }
@@ -99,9 +100,10 @@ pub(crate) fn read_legacy(src: &SourceFile, file_index: usize) -> Result<TorchFi
 
     let mut storages = BTreeMap::new();
     for (key, decl) in &it.storages {
+        let k = excerpt(key);
         let nbytes = decl
             .nbytes()
-            .ok_or_else(|| corrupt(format!("storage '{key}' claims an impossible size")))?;
+            .ok_or_else(|| corrupt(format!("storage '{k}' claims an impossible size")))?;
         let (root_key, offset_bytes) = match &decl.view_of {
             None => (key.as_str(), 0),
             Some((root, offset)) => (
@@ -109,7 +111,7 @@ pub(crate) fn read_legacy(src: &SourceFile, file_index: usize) -> Result<TorchFi
                 offset
                     .checked_mul(decl.dtype.size() as u64)
                     .ok_or_else(|| {
-                        corrupt(format!("storage view '{key}' has an impossible offset"))
+                        corrupt(format!("storage view '{k}' has an impossible offset"))
                     })?,
             ),
         };
@@ -121,7 +123,7 @@ pub(crate) fn read_legacy(src: &SourceFile, file_index: usize) -> Result<TorchFi
             .is_none_or(|end| end > available)
         {
             return Err(corrupt(format!(
-                "storage '{key}' claims {nbytes} bytes but its data holds {available}"
+                "storage '{k}' claims {nbytes} bytes but its data holds {available}"
             )));
         }
         storages.insert(

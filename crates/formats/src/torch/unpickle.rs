@@ -1,12 +1,23 @@
 //! Turns the object graph of a `torch.save` pickle into a checkpoint tree and a list of tensor
 //! descriptions, recognising the handful of globals torch uses to rebuild tensors and treating
 //! every other global as opaque data.
+//!
+//! # Bounds
+//!
+//! The pickle's graph may reference one value many times (the memo), and the tree we build copies
+//! a value each time it is referenced. A tiny pickle could therefore expand to gigabytes, so every
+//! node produced is charged against [`MAX_TREE_BYTES`] (64 MiB): its size, plus any text it holds
+//! (strings, dict keys, class names) and any shape, stride or key it gives a tensor. Beyond that
+//! budget the pickle is refused ("the pickle expands to more than 64 MiB through shared
+//! references"). Nesting is limited to [`MAX_DEPTH`] levels, and no value of the pickle is copied
+//! before it is charged, so time is bounded by the budget too.
 
 use crate::dtype::DType;
+use crate::error::excerpt;
 use crate::pickle::{Id, Object, Pickle, Value};
 use crate::tree::Node;
 use serde_json::Value as Json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A tensor as the pickle describes it: a strided view into a storage named by key.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,10 +51,11 @@ pub(crate) struct Interpreted {
     pub storages: BTreeMap<String, StorageDecl>,
 }
 
-/// Limits against hostile pickles: nesting depth and the number of nodes a graph with shared
-/// references may expand to.
-const MAX_DEPTH: usize = 512;
-const MAX_VISITS: usize = 20_000_000;
+/// Nesting depth of the objects of a pickle.
+pub(crate) const MAX_DEPTH: usize = 512;
+/// Bytes the tree built from one pickle may hold (nodes, their text, tensor shapes), however
+/// often the pickle references its values.
+pub(crate) const MAX_TREE_BYTES: usize = 64 << 20;
 
 pub(crate) fn interpret(p: &Pickle) -> Result<Interpreted, String> {
     let mut it = Interpreter {
@@ -52,7 +64,7 @@ pub(crate) fn interpret(p: &Pickle) -> Result<Interpreted, String> {
         tensor_of: BTreeMap::new(),
         storages: BTreeMap::new(),
         path: Vec::new(),
-        visits: 0,
+        held: 0,
     };
     let root = it.node(p.root)?;
     Ok(Interpreted {
@@ -63,27 +75,36 @@ pub(crate) fn interpret(p: &Pickle) -> Result<Interpreted, String> {
 }
 
 struct Interpreter<'a> {
+    /// Borrowed for `'a`, so that values can be read without copying them.
     p: &'a Pickle,
     tensors: Vec<RawTensor>,
     /// The same pickled tensor object reached twice is one tensor.
     tensor_of: BTreeMap<Id, usize>,
     storages: BTreeMap<String, StorageDecl>,
     path: Vec<Id>,
-    visits: usize,
+    /// Bytes charged so far against [`MAX_TREE_BYTES`].
+    held: usize,
 }
 
-impl Interpreter<'_> {
-    fn v(&self, id: Id) -> &Value {
+impl<'a> Interpreter<'a> {
+    fn v(&self, id: Id) -> &'a Value {
         self.p.get(id)
     }
 
-    fn node(&mut self, id: Id) -> Result<Node, String> {
-        self.visits += 1;
-        if self.visits > MAX_VISITS {
+    /// Charges `bytes` against [`MAX_TREE_BYTES`].
+    fn charge(&mut self, bytes: usize) -> Result<(), String> {
+        self.held = self.held.saturating_add(bytes);
+        if self.held > MAX_TREE_BYTES {
             return Err(format!(
-                "the pickle expands to more than {MAX_VISITS} objects through shared references"
+                "the pickle expands to more than {} MiB through shared references",
+                MAX_TREE_BYTES >> 20
             ));
         }
+        Ok(())
+    }
+
+    fn node(&mut self, id: Id) -> Result<Node, String> {
+        self.charge(std::mem::size_of::<Node>())?;
         if self.path.len() >= MAX_DEPTH {
             return Err(format!(
                 "objects are nested more than {MAX_DEPTH} levels deep"
@@ -102,13 +123,20 @@ impl Interpreter<'_> {
     }
 
     fn node_inner(&mut self, id: Id) -> Result<Node, String> {
-        Ok(match self.v(id).clone() {
+        // Charge before copying: nothing of the pickle is copied uncharged.
+        Ok(match self.v(id) {
             Value::None => Node::Scalar(Json::Null),
-            Value::Bool(b) => Node::Scalar(Json::Bool(b)),
-            Value::Int(i) => Node::Scalar(Json::from(i)),
-            Value::BigInt(b) => Node::Scalar(Json::String(big_int_hex(&b))),
-            Value::Float(f) => Node::Scalar(float_json(f)),
-            Value::Str(s) => Node::Scalar(Json::String(s)),
+            Value::Bool(b) => Node::Scalar(Json::Bool(*b)),
+            Value::Int(i) => Node::Scalar(Json::from(*i)),
+            Value::BigInt(b) => {
+                self.charge(2 * b.len() + 32)?;
+                Node::Scalar(Json::String(big_int_hex(b)))
+            }
+            Value::Float(f) => Node::Scalar(float_json(*f)),
+            Value::Str(s) => {
+                self.charge(s.len())?;
+                Node::Scalar(Json::String(s.clone()))
+            }
             Value::Bytes(b) => Node::Opaque {
                 class: format!("bytes[{}]", b.len()),
                 state: None,
@@ -119,47 +147,78 @@ impl Interpreter<'_> {
                     .map(|&i| self.node(i))
                     .collect::<Result<_, _>>()?,
             ),
-            Value::Dict(pairs) => self.dict(&pairs)?,
-            Value::Global { module, name } => Node::Opaque {
-                class: format!("{module}.{name}"),
-                state: None,
-            },
+            Value::Dict(pairs) => self.dict(pairs)?,
+            Value::Global { module, name } => {
+                self.charge(module.len() + name.len() + 1)?;
+                Node::Opaque {
+                    class: format!("{module}.{name}"),
+                    state: None,
+                }
+            }
             Value::PersistentId(_) => Node::Opaque {
                 class: "<persistent id>".into(),
                 state: None,
             },
-            Value::Object(o) => self.object(id, &o)?,
+            Value::Object(o) => self.object(id, o)?,
         })
     }
 
     fn dict(&mut self, pairs: &[(Id, Id)]) -> Result<Node, String> {
-        let mut out: Vec<(String, Node)> = Vec::with_capacity(pairs.len());
+        let mut out: Vec<(String, Node)> = Vec::new();
+        // Position of each key in `out`: a dict of n entries costs n look-ups, not n^2/2.
+        let mut slot_of: HashMap<String, usize> = HashMap::new();
         for &(k, v) in pairs {
-            let key = self.key_string(k);
+            let mut key = String::new();
+            self.key_string(k, &mut key, 0)?;
+            // The key is held twice (entry and index), each with its String header.
+            self.charge(2 * (key.len() + std::mem::size_of::<(String, Node)>()))?;
             let value = self.node(v)?;
             // Python dicts keep the last value for a repeated key, at the first key's position.
-            match out.iter_mut().find(|(existing, _)| *existing == key) {
-                Some(slot) => slot.1 = value,
-                None => out.push((key, value)),
+            match slot_of.get(&key) {
+                Some(&i) => out[i].1 = value,
+                None => {
+                    slot_of.insert(key.clone(), out.len());
+                    out.push((key, value));
+                }
             }
         }
         Ok(Node::Dict(out))
     }
 
-    fn key_string(&self, k: Id) -> String {
-        match self.v(k) {
-            Value::Str(s) => s.clone(),
-            Value::Int(i) => i.to_string(),
-            Value::Bool(b) => if *b { "True" } else { "False" }.into(),
-            Value::None => "None".into(),
-            Value::Float(f) => f.to_string(),
-            Value::Tuple(items) => items
-                .iter()
-                .map(|&i| self.key_string(i))
-                .collect::<Vec<_>>()
-                .join(","),
-            other => format!("<{} key>", other.kind()),
+    /// Appends the text of a dict key to `out`; tuple keys join their items with commas.
+    fn key_string(&mut self, k: Id, out: &mut String, depth: usize) -> Result<(), String> {
+        if depth >= MAX_DEPTH {
+            return Err(format!(
+                "a dict key nested more than {MAX_DEPTH} levels deep"
+            ));
         }
+        // Each item of a tuple key costs a little, so that a key of shared tuples cannot
+        // take time out of proportion to the budget.
+        self.charge(8)?;
+        match self.v(k) {
+            Value::Str(s) => {
+                self.charge(s.len())?;
+                out.push_str(s)
+            }
+            Value::Int(i) => out.push_str(&i.to_string()),
+            Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
+            Value::None => out.push_str("None"),
+            Value::Float(f) => out.push_str(&f.to_string()),
+            Value::Tuple(items) => {
+                for (n, &i) in items.iter().enumerate() {
+                    if n > 0 {
+                        out.push(',');
+                    }
+                    self.key_string(i, out, depth + 1)?;
+                }
+            }
+            other => {
+                out.push('<');
+                out.push_str(other.kind());
+                out.push_str(" key>");
+            }
+        }
+        Ok(())
     }
 
     fn global_name(&self, id: Id) -> Option<String> {
@@ -169,10 +228,11 @@ impl Interpreter<'_> {
         }
     }
 
-    fn tuple_items(&self, id: Id) -> Vec<Id> {
+    /// The items of a tuple or list, borrowed from the pickle (never copied).
+    fn tuple_items(&self, id: Id) -> &'a [Id] {
         match self.v(id) {
-            Value::Tuple(items) | Value::List(items) => items.clone(),
-            _ => Vec::new(),
+            Value::Tuple(items) | Value::List(items) => items,
+            _ => &[],
         }
     }
 
@@ -183,11 +243,12 @@ impl Interpreter<'_> {
                 state: None,
             });
         };
+        self.charge(class.len())?;
         let args = self.tuple_items(o.args);
         match class.as_str() {
             "torch._utils._rebuild_tensor_v2"
             | "torch._utils._rebuild_tensor_v3"
-            | "torch._utils._rebuild_tensor" => self.rebuild_tensor(id, &class, &args),
+            | "torch._utils._rebuild_tensor" => self.rebuild_tensor(id, &class, args),
             // Tensor subclasses: _rebuild_from_type_v2(func, subclass, func_args, state).
             "torch._tensor._rebuild_from_type_v2" => {
                 let inner = args.first().and_then(|&f| self.global_name(f));
@@ -196,26 +257,31 @@ impl Interpreter<'_> {
                         if func.starts_with("torch._utils._rebuild_tensor") =>
                     {
                         let func_args = self.tuple_items(func_args);
-                        self.rebuild_tensor(id, &func, &func_args)
+                        self.rebuild_tensor(id, &func, func_args)
                     }
-                    _ => Err(format!("{class} with an unsupported rebuild function")),
+                    _ => Err(format!(
+                        "{} with an unsupported rebuild function",
+                        excerpt(&class)
+                    )),
                 }
             }
             "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => {
                 match args.first() {
                     Some(&data) => self.node(data),
-                    None => Err(format!("{class} without arguments")),
+                    None => Err(format!("{} without arguments", excerpt(&class))),
                 }
             }
             "collections.OrderedDict" | "builtins.dict" | "__builtin__.dict" => {
-                let mut pairs = o.dict_items.clone();
-                if let Some(&init) = args.first() {
-                    for item in self.tuple_items(init) {
-                        if let [k, v] = self.tuple_items(item)[..] {
-                            pairs.insert(0, (k, v));
-                        }
+                // `OrderedDict([(k, v), ...])`, then whatever SETITEMS added, in that order.
+                let init = args.first().map_or(&[][..], |&i| self.tuple_items(i));
+                self.charge((init.len() + o.dict_items.len()) * std::mem::size_of::<(Id, Id)>())?;
+                let mut pairs: Vec<(Id, Id)> = Vec::with_capacity(init.len() + o.dict_items.len());
+                for &item in init {
+                    if let [k, v] = self.tuple_items(item) {
+                        pairs.push((*k, *v));
                     }
                 }
+                pairs.extend_from_slice(&o.dict_items);
                 self.dict(&pairs)
             }
             "torch.Size" | "builtins.list" | "builtins.tuple" => match args.first() {
@@ -223,7 +289,7 @@ impl Interpreter<'_> {
                 None => Ok(Node::List(Vec::new())),
             },
             "numpy.core.multiarray.scalar" | "numpy._core.multiarray.scalar" => {
-                Ok(self.numpy_scalar(&args).unwrap_or(Node::Opaque {
+                Ok(self.numpy_scalar(args).unwrap_or(Node::Opaque {
                     class: "numpy scalar".into(),
                     state: None,
                 }))
@@ -250,6 +316,11 @@ impl Interpreter<'_> {
         let t = self
             .tensor(class, args)
             .map_err(|e| format!("{class}: {e}"))?;
+        self.charge(
+            std::mem::size_of::<RawTensor>()
+                + 2 * std::mem::size_of::<usize>() * t.shape.len()
+                + t.storage_key.len(),
+        )?;
         self.tensors.push(t);
         let index = self.tensors.len() - 1;
         self.tensor_of.insert(id, index);
@@ -260,7 +331,8 @@ impl Interpreter<'_> {
         match self.v(id) {
             Value::Int(i) if *i >= 0 => Ok(*i as u64),
             Value::Int(i) => Err(format!("{what} is negative ({i})")),
-            other => Err(format!("{what} is a {}, not an int", other.kind())),
+            Value::BigInt(_) => Err(format!("{what} is an integer wider than 64 bits")),
+            other => Err(format!("{what} is {}, not an int", other.a_kind())),
         }
     }
 
@@ -279,7 +351,7 @@ impl Interpreter<'_> {
                     None => Ok(Vec::new()),
                 }
             }
-            other => Err(format!("{what} is a {}, not a tuple", other.kind())),
+            other => Err(format!("{what} is {}, not a tuple", other.a_kind())),
         }
     }
 
@@ -305,8 +377,8 @@ impl Interpreter<'_> {
         let dtype = if class.ends_with("_v3") {
             match self.v(args[6]) {
                 Value::Global { module, name } if module == "torch" => DType::from_torch_name(name)
-                    .ok_or_else(|| format!("unsupported dtype torch.{name}"))?,
-                other => return Err(format!("dtype argument is a {}", other.kind())),
+                    .ok_or_else(|| format!("unsupported dtype torch.{}", excerpt(name)))?,
+                other => return Err(format!("dtype argument is {}", other.a_kind())),
             }
         } else {
             storage_dtype
@@ -325,8 +397,8 @@ impl Interpreter<'_> {
     fn storage(&mut self, id: Id) -> Result<(String, DType), String> {
         let Value::PersistentId(pid) = self.v(id) else {
             return Err(format!(
-                "storage argument is a {}, not a persistent id",
-                self.v(id).kind()
+                "storage argument is {}, not a persistent id",
+                self.v(id).a_kind()
             ));
         };
         let items = self.tuple_items(*pid);
@@ -335,21 +407,24 @@ impl Interpreter<'_> {
         }
         let (module, name) = match self.v(items[1]) {
             Value::Global { module, name } => (module.clone(), name.clone()),
-            other => return Err(format!("storage type is a {}", other.kind())),
+            other => return Err(format!("storage type is {}", other.a_kind())),
         };
         let dtype = if name == "UntypedStorage" && module.starts_with("torch") {
             DType::U8
         } else if module == "torch" || module == "torch.cuda" {
             // Old (legacy-format) checkpoints saved on a GPU name `torch.cuda.FloatStorage`.
             DType::from_torch_storage_class(&name)
-                .ok_or_else(|| format!("unsupported storage type torch.{name}"))?
+                .ok_or_else(|| format!("unsupported storage type torch.{}", excerpt(&name)))?
         } else {
-            return Err(format!("unsupported storage type {module}.{name}"));
+            return Err(format!(
+                "unsupported storage type {}",
+                excerpt(&format!("{module}.{name}"))
+            ));
         };
         let key = match self.v(items[2]) {
             Value::Str(s) => s.clone(),
             Value::Int(i) => i.to_string(),
-            other => return Err(format!("storage key is a {}", other.kind())),
+            other => return Err(format!("storage key is {}", other.a_kind())),
         };
         let numel = self.int(items[4], "storage size")?;
         self.declare(
@@ -366,7 +441,7 @@ impl Interpreter<'_> {
             Some(Value::Tuple(view)) if view.len() == 3 => {
                 let view_key = match self.v(view[0]) {
                     Value::Str(s) => s.clone(),
-                    other => return Err(format!("storage view key is a {}", other.kind())),
+                    other => return Err(format!("storage view key is {}", other.a_kind())),
                 };
                 let offset = self.int(view[1], "storage view offset")?;
                 let size = self.int(view[2], "storage view size")?;
@@ -380,27 +455,30 @@ impl Interpreter<'_> {
                 )?;
                 Ok((view_key, dtype))
             }
-            Some(other) => Err(format!("storage view metadata is a {}", other.kind())),
+            Some(other) => Err(format!("storage view metadata is {}", other.a_kind())),
         }
     }
 
     fn declare(&mut self, key: &str, decl: StorageDecl) -> Result<(), String> {
         match self.storages.get(key) {
-            Some(prev) if prev.nbytes() != decl.nbytes() || prev.view_of != decl.view_of => {
-                Err(format!("storage '{key}' is declared twice, differently"))
-            }
+            Some(prev) if prev.nbytes() != decl.nbytes() || prev.view_of != decl.view_of => Err(
+                format!("storage '{}' is declared twice, differently", excerpt(key)),
+            ),
             Some(_) => Ok(()),
             None => {
+                self.charge(key.len() + std::mem::size_of::<(String, StorageDecl)>())?;
                 self.storages.insert(key.to_string(), decl);
                 Ok(())
             }
         }
     }
 
-    /// Bytes as protocol 3+ writes them, or as protocol 2 does: `_codecs.encode(text, 'latin1')`.
+    /// Bytes as protocol 3+ writes them, or as protocol 2 does: `_codecs.encode(text, 'latin1')`;
+    /// only short ones (a numpy scalar's), so that a shared large value is never copied.
     fn bytes_of(&self, id: Id) -> Option<Vec<u8>> {
+        const MAX: usize = 16;
         match self.v(id) {
-            Value::Bytes(b) => Some(b.clone()),
+            Value::Bytes(b) if b.len() <= MAX => Some(b.clone()),
             Value::Object(o)
                 if self.global_name(o.callable).as_deref() == Some("_codecs.encode") =>
             {
@@ -410,7 +488,7 @@ impl Interpreter<'_> {
                     args.get(1).map(|&i| self.v(i)),
                 ) {
                     (Some(Value::Str(text)), Some(Value::Str(enc)))
-                        if enc == "latin1" || enc == "latin-1" =>
+                        if (enc == "latin1" || enc == "latin-1") && text.len() <= 2 * MAX =>
                     {
                         text.chars().map(|c| u8::try_from(c as u32).ok()).collect()
                     }
@@ -428,7 +506,7 @@ impl Interpreter<'_> {
             return None;
         };
         let code = match self.tuple_items(d.args).first().map(|&i| self.v(i)) {
-            Some(Value::Str(s)) => s.clone(),
+            Some(Value::Str(s)) if s.len() <= 8 => s.clone(),
             _ => return None,
         };
         let big_endian = d.state.is_some_and(|s| {
@@ -469,6 +547,84 @@ fn big_int_hex(le: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::pickle::PickleWriter;
+
+    fn interpret_bytes(bytes: &[u8]) -> Result<Interpreted, String> {
+        interpret(&crate::pickle::parse(bytes).unwrap())
+    }
+
+    /// A dict of 1000 one-KiB strings, referenced 100 times (100 MiB expanded): refused by the
+    /// byte budget, though it is only some thousand nodes.
+    #[test]
+    fn shared_references_are_charged_by_bytes() {
+        let mut p = b"\x80\x02}q\x00(".to_vec();
+        for i in 0..1000u32 {
+            let key = format!("k{i}");
+            p.push(b'X');
+            p.extend((key.len() as u32).to_le_bytes());
+            p.extend(key.as_bytes());
+            p.push(b'X');
+            p.extend(1024u32.to_le_bytes());
+            p.extend([b'v'; 1024]);
+        }
+        p.push(b'u');
+        let once = {
+            let mut q = p.clone();
+            q.push(b'.');
+            q
+        };
+        assert!(interpret_bytes(&once).is_ok());
+        p.extend(b"0("); // pop the dict, then a list of 100 references to it
+        p.extend(b"h\x00".repeat(100));
+        p.extend(b"l.");
+        let e = interpret_bytes(&p).err().unwrap();
+        assert!(
+            e.contains("expands to more than 64 MiB through shared references"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ordered_dict_keeps_its_order_and_later_items() {
+        // OrderedDict([('a', 1), ('b', 2)]) then SETITEMS c=3.
+        let mut p = PickleWriter::new();
+        p.global("collections", "OrderedDict");
+        p.mark();
+        p.mark();
+        p.str("a");
+        p.int(1);
+        p.tuple_from_mark();
+        p.mark();
+        p.str("b");
+        p.int(2);
+        p.tuple_from_mark();
+        p.tuple_from_mark();
+        let mut b = p.finish();
+        b.pop(); // STOP
+        b.extend(b"\x85R(X\x01\x00\x00\x00cK\x03u.");
+        let it = interpret_bytes(&b).unwrap();
+        let Node::Dict(d) = it.root else {
+            panic!("{:?}", it.root)
+        };
+        let keys: Vec<&str> = d.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn deep_tuple_keys_are_refused_not_recursed() {
+        // {((((...(None,)...),),): 1} nested 10,000 deep.
+        let mut p = b"\x80\x02}N".to_vec();
+        p.extend(std::iter::repeat_n(0x85u8, 10_000));
+        p.extend(b"K\x01s.");
+        let e = interpret_bytes(&p).err().unwrap();
+        assert!(e.contains("nested more than 512 levels"), "{e}");
+    }
+
+    #[test]
+    fn a_wide_integer_is_called_so() {
+        let v = Value::BigInt(vec![0; 9]);
+        assert_eq!(v.a_kind(), "an integer wider than 64 bits");
+        assert_ne!(v.kind(), "int");
+    }
 
     /// `('storage', torch.cuda.FloatStorage, '0', 'cuda:0', 6)` as pre-1.6 GPU checkpoints wrote.
     #[test]

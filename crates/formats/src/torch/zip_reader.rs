@@ -1,6 +1,6 @@
 use super::unpickle::interpret;
 use super::TorchFile;
-use crate::error::{FormatError, Result};
+use crate::error::{excerpt, FormatError, Result};
 use crate::pickle;
 use crate::source::{inflate, Location, SourceFile, Storage};
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +19,7 @@ struct Entry {
 pub(crate) fn read_zip(src: &SourceFile, file_index: usize) -> Result<TorchFile> {
     let corrupt = |why: String| FormatError::corrupt(&src.path, why);
     let mut archive = super::open_zip(src)?;
+    refuse_duplicate_names(src, archive.central_directory_start(), archive.len())?;
     let mut entries: HashMap<String, Entry> = HashMap::new();
     for index in 0..archive.len() {
         let f = archive
@@ -40,6 +41,9 @@ pub(crate) fn read_zip(src: &SourceFile, file_index: usize) -> Result<TorchFile>
                 "zip entry {name} claims {compressed} bytes at offset {data_start}, past the end of the {}-byte file",
                 src.len()
             )));
+        }
+        if entries.contains_key(&name) {
+            return Err(duplicate(src, &name));
         }
         entries.insert(
             name,
@@ -84,23 +88,24 @@ pub(crate) fn read_zip(src: &SourceFile, file_index: usize) -> Result<TorchFile>
 
     let mut storages = BTreeMap::new();
     for (key, decl) in &it.storages {
+        let k = excerpt(key);
         let name = format!("{prefix}data/{key}");
         let entry = entries.get(&name).ok_or_else(|| {
             corrupt(format!(
-                "the pickle names storage '{key}' but there is no entry {name}"
+                "the pickle names storage '{k}' but there is no entry {name}"
             ))
         })?;
         let nbytes = decl
             .nbytes()
-            .ok_or_else(|| corrupt(format!("storage '{key}' claims an impossible size")))?;
+            .ok_or_else(|| corrupt(format!("storage '{k}' claims an impossible size")))?;
         if decl.view_of.is_some() {
             return Err(corrupt(format!(
-                "storage '{key}' is a legacy storage view inside a zip file"
+                "storage '{k}' is a legacy storage view inside a zip file"
             )));
         }
         if entry.size < nbytes {
             return Err(corrupt(format!(
-                "storage '{key}' claims {nbytes} bytes but entry {name} holds {}",
+                "storage '{k}' claims {nbytes} bytes but entry {name} holds {}",
                 entry.size
             )));
         }
@@ -134,6 +139,47 @@ pub(crate) fn read_zip(src: &SourceFile, file_index: usize) -> Result<TorchFile>
         tensors: it.tensors,
         storages,
     })
+}
+
+fn duplicate(src: &SourceFile, name: &str) -> FormatError {
+    FormatError::corrupt(
+        &src.path,
+        format!(
+            "zip entry '{}' occurs twice; torch.load would read the first copy, other readers the last, so the archive is ambiguous",
+            excerpt(name)
+        ),
+    )
+}
+
+/// Walks the central directory (from `start`, at most `len + 1` headers) and refuses a name that
+/// occurs twice. The zip crate keeps one entry per name (the last), while `torch.load` reads the
+/// first, so a duplicate would let two readers see different tensors.
+fn refuse_duplicate_names(src: &SourceFile, start: u64, len: usize) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let mut pos = start;
+    for _ in 0..=len {
+        let mut header = [0u8; 46];
+        if pos.checked_add(46).is_none_or(|end| end > src.len()) {
+            break;
+        }
+        src.read_at(pos, &mut header)?;
+        if header[..4] != *b"PK\x01\x02" {
+            break;
+        }
+        let u16_at = |i: usize| u16::from_le_bytes([header[i], header[i + 1]]) as u64;
+        let (name_len, extra_len, comment_len) = (u16_at(28), u16_at(30), u16_at(32));
+        if pos + 46 + name_len > src.len() {
+            break;
+        }
+        let mut name = vec![0u8; name_len as usize];
+        src.read_at(pos + 46, &mut name)?;
+        if seen.contains(&name) {
+            return Err(duplicate(src, &String::from_utf8_lossy(&name)));
+        }
+        seen.insert(name);
+        pos += 46 + name_len + extra_len + comment_len;
+    }
+    Ok(())
 }
 
 /// The pickle itself is never larger than this; a bigger claim is refused before allocating.
