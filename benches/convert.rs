@@ -5,12 +5,12 @@
 //! conversion (-> safetensors):
 //!
 //! ```sh
-//! cargo run --release -p illama-select --example gen_llama_teacher -- /work/bench-data/llama2-7b-random
-//! ILLAMA_BENCH_CONVERT_INPUT=/work/bench-data/llama2-7b-random cargo bench --bench convert
+//! cargo run --release -p illama-select --example gen_llama_teacher -- bench-data/llama2-7b-random
+//! ILLAMA_BENCH_CONVERT_INPUT=bench-data/llama2-7b-random cargo bench --bench convert
 //! ```
 //!
 //! Each run converts the input into a temporary directory (`$TMPDIR`, so put it on the same disk
-//! as the input: `TMPDIR=/work/bench-data`), deletes the output, then copies every input file
+//! as the input: `TMPDIR=bench-data`), deletes the output, then copies every input file
 //! with `std::fs::copy` (what `cp` does: `copy_file_range`) and deletes the copy. One untimed
 //! warm-up pair (`ILLAMA_BENCH_WARMUP=0` skips it), then `ILLAMA_BENCH_RUNS` (default 3) timed
 //! pairs; medians and the ratio convert/copy are printed. `ILLAMA_BENCH_CONVERT_TO=pth|safetensors`
@@ -86,8 +86,8 @@ fn main() {
         println!(
             "Generate a random LLaMA2-7B-shaped teacher (13.5 GB of safetensors) and convert it:"
         );
-        println!("  cargo run --release -p illama-select --example gen_llama_teacher -- /work/bench-data/llama2-7b-random");
-        println!("  TMPDIR=/work/bench-data ILLAMA_BENCH_CONVERT_INPUT=/work/bench-data/llama2-7b-random cargo bench --bench convert");
+        println!("  cargo run --release -p illama-select --example gen_llama_teacher -- bench-data/llama2-7b-random");
+        println!("  TMPDIR=bench-data ILLAMA_BENCH_CONVERT_INPUT=bench-data/llama2-7b-random cargo bench --bench convert");
         println!(
             "See docs/benchmarks.md (and benches/run.sh for wall time and peak RSS per process)."
         );

@@ -6,14 +6,14 @@
 #
 # TEACHER_DIR: a Hugging Face LLaMA directory with model.safetensors.index.json, e.g. the random one
 #   written by `cargo run --release -p illama-select --example gen_llama_teacher -- DIR`.
-# WORK_DIR (default /work/bench-data/run): outputs and logs; needs about 2x the teacher's size free
+# WORK_DIR (default bench-data/run): outputs and logs; needs about 2x the teacher's size free
 #   during the convert steps (the teacher as .pth, then back as safetensors). Large outputs are
 #   deleted as soon as they are measured; results.tsv, summary.txt and the logs stay.
 #
 # Environment: RUNS (default 3) timed runs per select command (ours and the reference);
 #   CONVERT_RUNS (default 3) rounds of the convert step (each: convert, cp, convert back, cp,
 #   torch baseline per shard);
-#   PY (default /work/pyenv/bin/python); BIN (default target/release/illama-tools);
+#   PY (default python3); BIN (default target/release/illama-tools);
 #   STEPS (default "machine select reference convert") to run only some steps;
 #   KEEP_PTH=1 keeps WORK_DIR/teacher.pth.
 #
@@ -22,10 +22,10 @@
 set -euo pipefail
 
 TEACHER=${1:?usage: benches/run.sh TEACHER_DIR [WORK_DIR]}
-WORK=${2:-/work/bench-data/run}
+WORK=${2:-bench-data/run}
 RUNS=${RUNS:-3}
 CONVERT_RUNS=${CONVERT_RUNS:-3}
-PY=${PY:-/work/pyenv/bin/python}
+PY=${PY:-python3}
 BIN=${BIN:-target/release/illama-tools}
 STEPS=${STEPS:-machine select reference convert}
 HERE=$(cd "$(dirname "$0")" && pwd)

@@ -4,8 +4,8 @@
 //! LLaMA directory, e.g. the random LLaMA2-7B-shaped one written by
 //!
 //! ```sh
-//! cargo run --release -p illama-select --example gen_llama_teacher -- /work/bench-data/llama2-7b-random
-//! ILLAMA_BENCH_TEACHER=/work/bench-data/llama2-7b-random cargo bench --bench select
+//! cargo run --release -p illama-select --example gen_llama_teacher -- bench-data/llama2-7b-random
+//! ILLAMA_BENCH_TEACHER=bench-data/llama2-7b-random cargo bench --bench select
 //! ```
 //!
 //! Options are the CLI's defaults (first layers, uniform elements, the teacher's dtype,
@@ -31,9 +31,9 @@ fn main() {
         println!(
             "Generate a random LLaMA2-7B-shaped teacher (13.5 GB) and point the variable at it:"
         );
-        println!("  cargo run --release -p illama-select --example gen_llama_teacher -- /work/bench-data/llama2-7b-random");
+        println!("  cargo run --release -p illama-select --example gen_llama_teacher -- bench-data/llama2-7b-random");
         println!(
-            "  ILLAMA_BENCH_TEACHER=/work/bench-data/llama2-7b-random cargo bench --bench select"
+            "  ILLAMA_BENCH_TEACHER=bench-data/llama2-7b-random cargo bench --bench select"
         );
         println!(
             "See docs/benchmarks.md (and benches/run.sh for wall time and peak RSS per process)."

@@ -4,7 +4,7 @@
 //! time), so memory stays small whatever the size.
 //!
 //! ```sh
-//! cargo run --release -p illama-select --example gen_llama_teacher -- /work/bench-data/llama2-7b-random
+//! cargo run --release -p illama-select --example gen_llama_teacher -- bench-data/llama2-7b-random
 //! cargo run --release -p illama-select --example gen_llama_teacher -- /tmp/t --preset tiny-test
 //! # small enough for a smoke run, large enough for the tiny, small and base students:
 //! cargo run --release -p illama-select --example gen_llama_teacher -- /tmp/t --preset tiny-test \
