@@ -5,6 +5,7 @@
 //! This crate knows images and labels; it knows nothing of models, tensors or devices (batches
 //! are plain `f32` buffers).
 
+pub mod augment;
 pub mod dataset;
 pub mod decode;
 pub mod loader;
