@@ -32,9 +32,7 @@ fn main() {
             "Generate a random LLaMA2-7B-shaped teacher (13.5 GB) and point the variable at it:"
         );
         println!("  cargo run --release -p illama-select --example gen_llama_teacher -- bench-data/llama2-7b-random");
-        println!(
-            "  ILLAMA_BENCH_TEACHER=bench-data/llama2-7b-random cargo bench --bench select"
-        );
+        println!("  ILLAMA_BENCH_TEACHER=bench-data/llama2-7b-random cargo bench --bench select");
         println!(
             "See docs/benchmarks.md (and benches/run.sh for wall time and peak RSS per process)."
         );

@@ -9,6 +9,7 @@
 //! names lossily (labels are by position). Labels files are read whole up to [`MAX_LABELS_BYTES`].
 
 use illama_formats::input::{read_text_bounded, InputError};
+use rayon::prelude::*;
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,16 @@ pub enum DatasetError {
     Cycle { path: PathBuf, target: PathBuf },
     #[error("{0}: folders nested more than {MAX_DEPTH} deep")]
     TooDeep(PathBuf),
+    #[error("{train} and {val} have different classes ({train_count} and {val_count}); only in the first: {only_train}; only in the second: {only_val}")]
+    ClassesDiffer {
+        train: PathBuf,
+        val: PathBuf,
+        train_count: usize,
+        val_count: usize,
+        /// A few of the differing names, comma-separated.
+        only_train: String,
+        only_val: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -112,7 +123,12 @@ fn walk(
         .map(|e| {
             let e = e.map_err(io(dir))?;
             let p = e.path();
-            let is_dir = is_dir_following(&p);
+            // The directory entry's type needs no system call; only links are followed.
+            let is_dir = match e.file_type() {
+                Ok(t) if t.is_symlink() => is_dir_following(&p),
+                Ok(t) => t.is_dir(),
+                Err(_) => is_dir_following(&p),
+            };
             Ok((e.file_name(), p, is_dir))
         })
         .collect::<Result<_>>()?;
@@ -156,24 +172,59 @@ impl Dataset {
                 root.display()
             )));
         }
-        let mut samples = Vec::new();
-        let mut ancestors = vec![(root.to_path_buf(), (root_meta.dev(), root_meta.ino()))];
-        for (label, d) in dirs.iter().enumerate() {
-            let mut files = Vec::new();
-            let dir = root.join(d);
-            walk(&dir, &mut ancestors, &mut files)?;
-            if files.is_empty() {
-                return Err(DatasetError::Invalid(format!(
-                    "{}: class folder holds no images",
-                    dir.display()
-                )));
-            }
+        // Class folders are listed in parallel (ImageNet train: 1000 folders, 1.28M files).
+        let root_id = (root.to_path_buf(), (root_meta.dev(), root_meta.ino()));
+        let per_class: Vec<Vec<PathBuf>> = dirs
+            .par_iter()
+            .map(|d| {
+                let mut files = Vec::new();
+                let dir = root.join(d);
+                walk(&dir, &mut vec![root_id.clone()], &mut files)?;
+                if files.is_empty() {
+                    return Err(DatasetError::Invalid(format!(
+                        "{}: class folder holds no images",
+                        dir.display()
+                    )));
+                }
+                Ok(files)
+            })
+            .collect::<Result<_>>()?;
+        let mut samples = Vec::with_capacity(per_class.iter().map(Vec::len).sum());
+        for (label, files) in per_class.into_iter().enumerate() {
             samples.extend(files.into_iter().map(|path| Sample { path, label }));
         }
         Ok(Dataset {
             root: root.to_path_buf(),
             classes,
             samples,
+        })
+    }
+
+    /// Refuses a training set whose classes differ from the validation set's: the same label
+    /// must mean the same class in both (ImageFolder labels are positions in the sorted list).
+    pub fn check_same_classes(&self, val: &Dataset) -> Result<()> {
+        if self.classes == val.classes {
+            return Ok(());
+        }
+        let few = |a: &[String], b: &[String]| -> String {
+            let only: Vec<&str> = a
+                .iter()
+                .filter(|c| !b.contains(c))
+                .map(String::as_str)
+                .collect();
+            match only.len() {
+                0 => "none".into(),
+                n if n > 5 => format!("{}, ... ({n} in all)", only[..5].join(", ")),
+                _ => only.join(", "),
+            }
+        };
+        Err(DatasetError::ClassesDiffer {
+            train: self.root.clone(),
+            val: val.root.clone(),
+            train_count: self.classes.len(),
+            val_count: val.classes.len(),
+            only_train: few(&self.classes, &val.classes),
+            only_val: few(&val.classes, &self.classes),
         })
     }
 

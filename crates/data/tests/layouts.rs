@@ -184,3 +184,35 @@ fn labels_files_are_bounded_and_regular() {
         .to_string();
     assert!(e.contains("big.csv") && e.contains("synsets file"), "{e}");
 }
+
+#[test]
+fn train_and_val_must_have_the_same_classes() {
+    let d = tempfile::tempdir().unwrap();
+    for f in [
+        "train/n01/a.JPEG",
+        "train/n02/b.JPEG",
+        "train/n03/c.JPEG",
+        "val/n01/a.JPEG",
+        "val/n02/b.JPEG",
+        "val2/n01/a.JPEG",
+        "val2/n03/c.JPEG",
+        "val2/n04/d.JPEG",
+    ] {
+        touch(&d.path().join(f));
+    }
+    let train = Dataset::image_folder(&d.path().join("train")).unwrap();
+    let same = Dataset::image_folder(&d.path().join("train")).unwrap();
+    train.check_same_classes(&same).unwrap();
+    let val = Dataset::image_folder(&d.path().join("val")).unwrap();
+    let e = train.check_same_classes(&val).unwrap_err().to_string();
+    assert!(
+        e.contains("(3 and 2)") && e.contains("first: n03;") && e.contains("second: none"),
+        "{e}"
+    );
+    let val2 = Dataset::image_folder(&d.path().join("val2")).unwrap();
+    let e = train.check_same_classes(&val2).unwrap_err().to_string();
+    assert!(
+        e.contains("first: n02;") && e.contains("second: n04"),
+        "{e}"
+    );
+}
