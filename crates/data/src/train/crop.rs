@@ -45,7 +45,7 @@ impl RandomResizedCrop {
     ///
     /// One deliberate difference: a try giving an empty box (`w` or `h` rounding to 0, which
     /// only happens for images of fewer than about 5 pixels) is rejected, where timm would return
-    /// it and PIL would then fail.
+    /// it and PIL would then produce a black image.
     pub fn sample<R: Rng + ?Sized>(&self, width: usize, height: usize, rng: &mut R) -> Rect {
         assert!(width > 0 && height > 0, "empty image");
         let area = (width * height) as f64;
