@@ -230,8 +230,9 @@ fn check_batch(len: usize, batch: usize, height: usize, width: usize) -> Result<
 
 /// timm's `rand_bbox` (no margin): cut ratio `sqrt(1 - lam)`, cut sides `int(H * ratio)`,
 /// `int(W * ratio)`, center row then column uniform in `0..H`, `0..W`, half-sides floored, box
-/// clipped to the image.
+/// clipped to the image. Panics on an empty image.
 pub fn rand_bbox<R: Rng + ?Sized>(height: usize, width: usize, lam: f64, rng: &mut R) -> CutBox {
+    assert!(height > 0 && width > 0, "CutMix on an empty image");
     let ratio = (1.0 - lam).sqrt();
     let cut_h = (height as f64 * ratio) as i64;
     let cut_w = (width as f64 * ratio) as i64;

@@ -298,3 +298,36 @@ fn single_mode_mixups_use_their_own_alpha() {
     off.enabled = false;
     assert_eq!(off.sample(32, 32, &mut rng), MixParams::NONE);
 }
+
+/// Timing only (run with `--release -- --ignored --nocapture`): mixing a [128, 3, 224, 224] batch.
+#[test]
+#[ignore]
+fn throughput() {
+    let (b, s) = (128, 224);
+    let mut x: Vec<f32> = (0..b * 3 * s * s).map(|v| (v % 1000) as f32).collect();
+    let labels: Vec<i64> = (0..b as i64).collect();
+    let m = Mixup::new(0.8, 1.0, 1.0, 0.5, 0.1, 1000).unwrap();
+    for (name, kind) in [
+        ("mixup", MixKind::Mixup),
+        (
+            "cutmix",
+            MixKind::CutMix(CutBox {
+                y0: 10,
+                y1: 150,
+                x0: 20,
+                x1: 200,
+            }),
+        ),
+    ] {
+        let p = MixParams { lam: 0.4, kind };
+        let start = std::time::Instant::now();
+        for _ in 0..5 {
+            m.apply(&p, &mut x, &labels, s, s).unwrap();
+        }
+        let per = start.elapsed().as_secs_f64() / 5.0;
+        eprintln!(
+            "{name} of [{b}, 3, {s}, {s}]: {:.1} ms per batch",
+            per * 1e3
+        );
+    }
+}

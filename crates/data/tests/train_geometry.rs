@@ -325,3 +325,24 @@ fn train_transform_composes_the_steps() {
         assert_eq!(again, got);
     }
 }
+
+/// Timing only (run with `--release -- --ignored --nocapture`): one image through crop, resize,
+/// flip, normalisation and erasing at 224 from a 500x375 photo.
+#[test]
+#[ignore]
+fn throughput() {
+    let photo = illama_data::resize(&png("photo.png"), 500, 375);
+    let t = TrainTransform::new(224);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut out = vec![0f32; 3 * 224 * 224];
+    let n = 500;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        t.apply_into(&photo, &mut rng, &mut out);
+    }
+    let per = start.elapsed().as_secs_f64() / n as f64;
+    eprintln!(
+        "TrainTransform(224) from 500x375: {:.3} ms per image",
+        per * 1e3
+    );
+}
