@@ -9,8 +9,10 @@ pub mod augment;
 pub mod dataset;
 pub mod decode;
 pub mod loader;
+pub mod mix;
 pub mod resize;
 pub mod sampler;
+pub mod train;
 pub mod transform;
 
 pub use dataset::{imagenet_classes, Dataset, DatasetError, Sample};

@@ -230,6 +230,17 @@ pub struct Plan {
     pub epoch: u64,
 }
 
+impl Plan {
+    /// The training batches of `epoch`: shuffled from `(seed, epoch)`, full batches only.
+    pub fn epoch(sampler: &crate::sampler::EpochSampler, epoch: u64) -> Plan {
+        Plan {
+            batches: sampler.batches(epoch),
+            seed: sampler.seed(),
+            epoch,
+        }
+    }
+}
+
 /// The [`BatchStep`] that does nothing, for loaders without one.
 pub struct NoStep;
 

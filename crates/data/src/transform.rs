@@ -31,6 +31,20 @@ pub enum TransformError {
     InputSize(usize),
     #[error(transparent)]
     Resize(#[from] ResizeError),
+    #[error("probability {0} is outside [0, 1]")]
+    Probability(f64),
+    #[error("RandAugment policy: {0}")]
+    Policy(crate::augment::PolicyError),
+    #[error("output buffer of {0} values for an image of {1}")]
+    Buffer(usize, usize),
+}
+
+/// `size` must be a multiple of [`PATCH_SIZE`] within [`MIN_INPUT_SIZE`]`..=`[`MAX_INPUT_SIZE`].
+pub fn check_input_size(size: usize) -> Result<(), TransformError> {
+    if !(MIN_INPUT_SIZE..=MAX_INPUT_SIZE).contains(&size) || size % PATCH_SIZE != 0 {
+        return Err(TransformError::InputSize(size));
+    }
+    Ok(())
 }
 
 /// The evaluation transform at one input size; built only through [`EvalTransform::new`], which
@@ -45,9 +59,7 @@ impl EvalTransform {
     /// The transform at `size` x `size`: a multiple of [`PATCH_SIZE`] within
     /// [`MIN_INPUT_SIZE`]`..=`[`MAX_INPUT_SIZE`], or an error.
     pub fn new(size: usize) -> Result<Self, TransformError> {
-        if !(MIN_INPUT_SIZE..=MAX_INPUT_SIZE).contains(&size) || size % PATCH_SIZE != 0 {
-            return Err(TransformError::InputSize(size));
-        }
+        check_input_size(size)?;
         Ok(EvalTransform {
             size,
             crop_pct: CROP_PCT,
