@@ -16,7 +16,9 @@ pub mod train;
 pub mod transform;
 
 pub use dataset::{imagenet_classes, Dataset, DatasetError, Sample};
-pub use decode::{decode_rgb, read_image, DecodeError, ImageError};
+pub use decode::{
+    decode_rgb, decode_rgb_with, read_image, read_image_with, DecodeError, Decoder, ImageError,
+};
 pub use loader::{
     eval_batches, load_batches, Batch, BatchStep, Batches, ImageTransform, LoadError, LoaderError,
     LoaderOptions, NoStep, Plan,

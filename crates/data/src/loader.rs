@@ -36,7 +36,7 @@
 //! by [`MAX_WORKERS`].
 
 use crate::dataset::Dataset;
-use crate::decode::{read_image, ImageError};
+use crate::decode::{read_image_with, Decoder, ImageError};
 use crate::resize::Rgb8;
 use crate::sampler::{rng_for, Stream};
 use crate::transform::{EvalTransform, TransformError};
@@ -52,17 +52,36 @@ pub trait ImageTransform: Send + Sync + 'static {
     fn output_bytes(&self) -> usize {
         3 * self.size() * self.size() * 4
     }
-    /// Normalised CHW floats. `rng` is the image's own random stream; deterministic transforms
-    /// ignore it.
-    fn apply_with(&self, img: &Rgb8, rng: &mut ChaCha8Rng) -> Result<Vec<f32>, TransformError>;
+    /// The JPEG decoder its images are read with.
+    fn decoder(&self) -> Decoder {
+        Decoder::PilClosest
+    }
+    /// Normalised CHW floats into `out` (`3 x size x size` values). `rng` is the image's own
+    /// random stream; deterministic transforms ignore it.
+    fn apply_into(
+        &self,
+        img: &Rgb8,
+        rng: &mut ChaCha8Rng,
+        out: &mut [f32],
+    ) -> Result<(), TransformError>;
 }
 
 impl ImageTransform for EvalTransform {
     fn size(&self) -> usize {
         EvalTransform::size(self)
     }
-    fn apply_with(&self, img: &Rgb8, _: &mut ChaCha8Rng) -> Result<Vec<f32>, TransformError> {
-        self.apply(img)
+    fn apply_into(
+        &self,
+        img: &Rgb8,
+        _: &mut ChaCha8Rng,
+        out: &mut [f32],
+    ) -> Result<(), TransformError> {
+        let px = self.pixels(img)?;
+        if out.len() != 3 * px.width * px.height {
+            return Err(TransformError::Buffer(out.len(), 3 * px.width * px.height));
+        }
+        crate::transform::normalize_into(&px, false, out);
+        Ok(())
     }
 }
 
@@ -130,15 +149,17 @@ pub enum LoaderError {
     Stopped(String),
 }
 
-/// Loads and preprocesses one image. Panics are caught and returned as errors naming the file.
-pub fn load_one<T: ImageTransform>(
+/// Loads and preprocesses one image into `out`. Panics are caught and returned as errors naming
+/// the file.
+pub fn load_into<T: ImageTransform>(
     path: &Path,
     t: &T,
     rng: &mut ChaCha8Rng,
-) -> Result<Vec<f32>, LoadError> {
-    let run = || -> Result<Vec<f32>, LoadError> {
-        let img = read_image(path)?;
-        t.apply_with(&img, rng)
+    out: &mut [f32],
+) -> Result<(), LoadError> {
+    let run = || -> Result<(), LoadError> {
+        let img = read_image_with(path, t.decoder())?;
+        t.apply_into(&img, rng, out)
             .map_err(|source| LoadError::Transform {
                 path: path.to_path_buf(),
                 source,
@@ -150,6 +171,17 @@ pub fn load_one<T: ImageTransform>(
             message: panic_message(p.as_ref()),
         })
     })
+}
+
+/// Loads and preprocesses one image.
+pub fn load_one<T: ImageTransform>(
+    path: &Path,
+    t: &T,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<f32>, LoadError> {
+    let mut out = vec![0f32; t.output_bytes() / 4];
+    load_into(path, t, rng, &mut out)?;
+    Ok(out)
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -192,6 +224,42 @@ impl Drop for Finish {
                 "it ended before the last image"
             };
             let _ = self.tx.send(Err(LoaderError::Stopped(why.into())));
+        }
+    }
+}
+
+/// Where the filling stage sends a batch: to the consumer, or to the mixing stage.
+enum Sender {
+    Direct(crossbeam_channel::Sender<Result<Batch, LoaderError>>),
+    Mixer(crossbeam_channel::Sender<(usize, Result<Batch, LoaderError>)>),
+}
+
+impl Sender {
+    /// False when the receiver has gone.
+    fn send(&self, position: usize, batch: Result<Batch, LoaderError>) -> bool {
+        match self {
+            Sender::Direct(tx) => tx.send(batch).is_ok(),
+            Sender::Mixer(tx) => tx.send((position, batch)).is_ok(),
+        }
+    }
+}
+
+/// [`Finish`] for the filling stage: a stage that ends early says so downstream.
+struct FinishFill {
+    tx: Sender,
+    done: bool,
+}
+
+impl Drop for FinishFill {
+    fn drop(&mut self) {
+        if !self.done {
+            let why = if std::thread::panicking() {
+                "its thread panicked"
+            } else {
+                "it ended before the last image"
+            };
+            self.tx
+                .send(usize::MAX, Err(LoaderError::Stopped(why.into())));
         }
     }
 }
@@ -313,40 +381,93 @@ pub fn load_batches<T: ImageTransform, S: BatchStep>(
         })
         .collect();
     let (seed, epoch) = (plan.seed, plan.epoch);
+    let per_image = image_bytes / 4;
     let (tx, rx) = crossbeam_channel::bounded(opts.prefetch.max(1));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.workers.max(1))
         .thread_name(|i| format!("illama-loader-{i}"))
         .build()
         .map_err(|e| LoaderError::Threads(e.to_string()))?;
+    // Two stages, so that the workers decode the next batch while the previous one is mixed:
+    // the loader thread fills batches (workers write each image in place), a second thread
+    // applies the batch step. Without a step the first stage sends to the consumer directly.
+    let (fill_tx, mix) = match step.take() {
+        Some(mut step) => {
+            let (fill_tx, fill_rx) =
+                crossbeam_channel::bounded::<(usize, Result<Batch, LoaderError>)>(1);
+            let out = tx;
+            let handle = std::thread::Builder::new()
+                .name("illama-mixer".into())
+                .spawn(move || {
+                    let mut finish = Finish {
+                        tx: out,
+                        done: false,
+                    };
+                    for (position, filled) in fill_rx {
+                        let result = filled.and_then(|mut batch| {
+                            let mut rng = rng_for(seed, epoch, Stream::Batch, position as u64);
+                            step.apply(&mut batch, &mut rng)
+                                .map(|()| batch)
+                                .map_err(|why| LoaderError::Batch {
+                                    batch: position,
+                                    why,
+                                })
+                        });
+                        let stop = result.is_err();
+                        if finish.tx.send(result).is_err() || stop {
+                            finish.done = true;
+                            return;
+                        }
+                    }
+                    finish.done = true;
+                })
+                .map_err(|e| LoaderError::Threads(e.to_string()))?;
+            (Sender::Mixer(fill_tx), Some(handle))
+        }
+        None => (Sender::Direct(tx), None),
+    };
+    // The mixer thread ends by itself when the filling stage's sender is dropped.
+    drop(mix);
     std::thread::Builder::new()
         .name("illama-loader".into())
         .spawn(move || {
-            let mut finish = Finish { tx, done: false };
+            let mut finish = FinishFill {
+                tx: fill_tx,
+                done: false,
+            };
             for (position, chunk) in samples.iter().enumerate() {
-                let loaded: Vec<Result<Vec<f32>, LoadError>> = pool.install(|| {
-                    chunk
-                        .par_iter()
-                        .map(|(i, p, _)| {
+                let mut pixels = vec![0f32; chunk.len() * per_image];
+                let loaded: Vec<Result<(), LoadError>> = pool.install(|| {
+                    pixels
+                        .par_chunks_mut(per_image)
+                        .zip(chunk.par_iter())
+                        .map(|(out, (i, p, _))| {
                             let mut rng = rng_for(seed, epoch, Stream::Image, *i as u64);
-                            load_one(p, &transform, &mut rng)
+                            load_into(p, &transform, &mut rng, out)
                         })
                         .collect()
                 });
                 let mut batch = Batch {
                     indices: Vec::with_capacity(chunk.len()),
-                    pixels: Vec::with_capacity(chunk.len() * image_bytes / 4),
+                    pixels,
                     labels: Vec::with_capacity(chunk.len()),
                     targets: None,
                     skipped: Vec::new(),
                 };
                 let mut failure = None;
-                for ((i, path, label), r) in chunk.iter().zip(loaded) {
+                let mut kept = 0;
+                for (k, ((i, path, label), r)) in chunk.iter().zip(loaded).enumerate() {
                     match r {
-                        Ok(px) => {
+                        Ok(()) => {
+                            if kept != k {
+                                batch.pixels.copy_within(
+                                    k * per_image..(k + 1) * per_image,
+                                    kept * per_image,
+                                );
+                            }
+                            kept += 1;
                             batch.indices.push(*i);
                             batch.labels.push(*label);
-                            batch.pixels.extend(px);
                         }
                         Err(e) if opts.skip_bad => {
                             batch.skipped.push((path.clone(), e.to_string()))
@@ -357,20 +478,10 @@ pub fn load_batches<T: ImageTransform, S: BatchStep>(
                         }
                     }
                 }
-                if failure.is_none() {
-                    if let Some(step) = step.as_mut() {
-                        let mut rng = rng_for(seed, epoch, Stream::Batch, position as u64);
-                        if let Err(why) = step.apply(&mut batch, &mut rng) {
-                            failure = Some(LoaderError::Batch {
-                                batch: position,
-                                why,
-                            });
-                        }
-                    }
-                }
+                batch.pixels.truncate(kept * per_image);
                 let stop = failure.is_some();
-                let sent = finish.tx.send(failure.map_or(Ok(batch), Err));
-                if sent.is_err() || stop {
+                let sent = finish.tx.send(position, failure.map_or(Ok(batch), Err));
+                if !sent || stop {
                     // The consumer has gone, or has its error: nothing more to tell it.
                     finish.done = true;
                     return;

@@ -73,21 +73,64 @@ impl Axis {
     }
 
     /// The fixed-point weight of input `xmin + x` in `tap`, exactly as PIL rounds it.
-    fn weight(&self, tap: &Tap, x: usize) -> i64 {
+    fn weight(&self, tap: &Tap, x: usize) -> i32 {
         let ss = 1.0 / self.filterscale;
         let k = bicubic((x as f64 + tap.xmin as f64 - tap.center + 0.5) * ss);
         let w = if tap.ww != 0.0 { k / tap.ww } else { k };
         let fixed = w * (1u32 << PRECISION_BITS) as f64;
-        (if w < 0.0 { fixed - 0.5 } else { fixed + 0.5 }) as i32 as i64
+        (if w < 0.0 { fixed - 0.5 } else { fixed + 0.5 }) as i32
     }
 
     /// The fixed-point kernel of `tap`.
-    fn weights(&self, tap: &Tap) -> Vec<i64> {
+    fn weights(&self, tap: &Tap) -> Vec<i32> {
         (0..tap.n).map(|x| self.weight(tap, x)).collect()
     }
 }
 
-fn clip8(v: i64) -> u8 {
+/// Above this, the horizontally resized rows are not kept, and kernels above it are not stored:
+/// each is computed where it is used (slower, but memory stays proportional to the output
+/// whatever the source's shape, e.g. a 1 x 67M-pixel image warped to 384 x 384).
+const MAX_INTERMEDIATE_BYTES: usize = 32 << 20;
+
+/// The fixed-point kernels of a window of output indices: stored when they are small, computed
+/// on use otherwise.
+struct Kernels {
+    axis: Axis,
+    taps: Vec<Tap>,
+    stored: Option<Vec<Vec<i32>>>,
+}
+
+impl Kernels {
+    fn new(axis: Axis, window: std::ops::Range<usize>, limit: usize) -> Kernels {
+        let taps: Vec<Tap> = window.map(|o| axis.tap(o)).collect();
+        let total: usize = taps.iter().map(|t| t.n).sum();
+        let stored = (total * 4 <= limit).then(|| taps.iter().map(|t| axis.weights(t)).collect());
+        Kernels { axis, taps, stored }
+    }
+
+    /// First input index and number of inputs of the window's `o`-th output.
+    fn run(&self, o: usize) -> (usize, usize) {
+        (self.taps[o].xmin, self.taps[o].n)
+    }
+
+    fn weight(&self, o: usize, i: usize) -> i32 {
+        match &self.stored {
+            Some(k) => k[o][i],
+            None => self.axis.weight(&self.taps[o], i),
+        }
+    }
+
+    /// Inputs needed by the whole window.
+    fn span(&self) -> std::ops::Range<usize> {
+        let lo = self.taps.iter().map(|t| t.xmin).min().unwrap_or(0);
+        let hi = self.taps.iter().map(|t| t.xmin + t.n).max().unwrap_or(0);
+        lo..hi
+    }
+}
+
+/// PIL accumulates in 32-bit integers (`ss`, with the rounding half already added); the sums of
+/// 8-bit values times a normalised bicubic kernel stay below 2^31.
+fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
@@ -210,6 +253,21 @@ pub fn resize_window(
     w: usize,
     h: usize,
 ) -> Result<Rgb8, ResizeError> {
+    resize_window_within(img, out_w, out_h, left, top, w, h, MAX_INTERMEDIATE_BYTES)
+}
+
+/// [`resize_window`] keeping at most `limit` bytes of intermediate rows and of kernels.
+#[allow(clippy::too_many_arguments)]
+fn resize_window_within(
+    img: &Rgb8,
+    out_w: usize,
+    out_h: usize,
+    left: usize,
+    top: usize,
+    w: usize,
+    h: usize,
+    limit: usize,
+) -> Result<Rgb8, ResizeError> {
     img.check()?;
     if out_w == 0 || out_h == 0 || w == 0 || h == 0 {
         return Err(ResizeError::Empty(w.min(out_w), h.min(out_h)));
@@ -220,44 +278,40 @@ pub fn resize_window(
     if !need_h && !need_v {
         return Ok(img.crop_unchecked(left, top, w, h));
     }
-    // Horizontal taps and kernels of the window's columns.
-    let ax = Axis::new(img.width, out_w);
-    let columns: Vec<(Tap, Vec<i64>)> = if need_h {
-        (left..left + w)
-            .map(|xx| {
-                let t = ax.tap(xx);
-                let k = ax.weights(&t);
-                (t, k)
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    // Horizontal kernels of the window's columns.
+    let columns = need_h.then(|| Kernels::new(Axis::new(img.width, out_w), left..left + w, limit));
     // One source row through the horizontal pass (or its window columns, without one).
-    let horizontal_row = |y: usize, out: &mut Vec<u8>| {
-        out.clear();
+    let horizontal_row = |y: usize, out: &mut [u8]| {
         let src = &img.data[y * img.width * 3..(y + 1) * img.width * 3];
-        if !need_h {
-            out.extend_from_slice(&src[left * 3..(left + w) * 3]);
+        let Some(cols) = &columns else {
+            out.copy_from_slice(&src[left * 3..(left + w) * 3]);
             return;
-        }
-        for (t, k) in &columns {
-            let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
-            for (i, &kw) in k.iter().enumerate() {
-                let p = (t.xmin + i) * 3;
-                for (a, &v) in acc.iter_mut().zip(&src[p..p + 3]) {
-                    *a += v as i64 * kw;
-                }
+        };
+        for (o, px) in out.chunks_exact_mut(3).enumerate() {
+            let (xmin, n) = cols.run(o);
+            let taps = src[xmin * 3..(xmin + n) * 3].chunks_exact(3);
+            let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
+            let mut add = |kw: i32, v: &[u8]| {
+                acc[0] += v[0] as i32 * kw;
+                acc[1] += v[1] as i32 * kw;
+                acc[2] += v[2] as i32 * kw;
+            };
+            match &cols.stored {
+                Some(k) => k[o].iter().zip(taps).for_each(|(&kw, v)| add(kw, v)),
+                None => taps
+                    .enumerate()
+                    .for_each(|(i, v)| add(cols.weight(o, i), v)),
             }
-            out.extend(acc.iter().map(|&a| clip8(a)));
+            px[0] = clip8(acc[0]);
+            px[1] = clip8(acc[1]);
+            px[2] = clip8(acc[2]);
         }
     };
-    let mut row = Vec::with_capacity(w * 3);
+    let row_bytes = w * 3;
+    let mut out = vec![0u8; row_bytes * h];
     if !need_v {
-        let mut out = Vec::with_capacity(w * h * 3);
-        for y in top..top + h {
-            horizontal_row(y, &mut row);
-            out.extend_from_slice(&row);
+        for (y, o) in (top..top + h).zip(out.chunks_exact_mut(row_bytes)) {
+            horizontal_row(y, o);
         }
         return Ok(Rgb8 {
             width: w,
@@ -265,41 +319,70 @@ pub fn resize_window(
             data: out,
         });
     }
-    // Vertical taps of the window's rows; their input runs move forward monotonically.
-    let ay = Axis::new(img.height, out_h);
-    let rows: Vec<Tap> = (top..top + h).map(|yy| ay.tap(yy)).collect();
-    let row0 = rows.iter().map(|t| t.xmin).min().unwrap_or(0);
-    let row1 = rows.iter().map(|t| t.xmin + t.n).max().unwrap_or(0);
-    let mut acc = vec![1i64 << (PRECISION_BITS - 1); w * h * 3];
-    // Output rows [first, last) are those whose run may include the current source row.
-    let mut first = 0;
-    let mut last = 0;
-    for y in row0..row1 {
-        while first < h && rows[first].xmin + rows[first].n <= y {
-            first += 1;
-        }
-        while last < h && rows[last].xmin <= y {
-            last += 1;
-        }
-        if first >= last {
-            continue;
-        }
-        horizontal_row(y, &mut row);
-        for (o, t) in rows.iter().enumerate().take(last).skip(first) {
-            if y < t.xmin || y >= t.xmin + t.n {
+    let rows = Kernels::new(Axis::new(img.height, out_h), top..top + h, limit);
+    let span = rows.span();
+    if span.len() * row_bytes > limit {
+        // Stream: each source row is made once, added into the 32-bit sums of the output rows
+        // that read it (their runs move forward monotonically), and dropped.
+        let mut acc = vec![1i32 << (PRECISION_BITS - 1); row_bytes * h];
+        let mut row = vec![0u8; row_bytes];
+        let (mut first, mut last) = (0, 0);
+        for y in span {
+            while first < h && rows.run(first).0 + rows.run(first).1 <= y {
+                first += 1;
+            }
+            while last < h && rows.run(last).0 <= y {
+                last += 1;
+            }
+            if first >= last {
                 continue;
             }
-            let kw = ay.weight(t, y - t.xmin);
-            let sums = &mut acc[o * w * 3..(o + 1) * w * 3];
-            for (a, &v) in sums.iter_mut().zip(&row) {
-                *a += v as i64 * kw;
+            horizontal_row(y, &mut row);
+            for o in first..last {
+                let (ymin, n) = rows.run(o);
+                if y < ymin || y >= ymin + n {
+                    continue;
+                }
+                let kw = rows.weight(o, y - ymin);
+                for (a, &v) in acc[o * row_bytes..(o + 1) * row_bytes].iter_mut().zip(&row) {
+                    *a += v as i32 * kw;
+                }
             }
+        }
+        for (p, a) in out.iter_mut().zip(acc) {
+            *p = clip8(a);
+        }
+        return Ok(Rgb8 {
+            width: w,
+            height: h,
+            data: out,
+        });
+    }
+    // PIL's two passes: the horizontal one into 8-bit rows (only the source rows the window
+    // reads), then the vertical one, output row by output row.
+    let mut tmp = vec![0u8; span.len() * row_bytes];
+    for (y, o) in span.clone().zip(tmp.chunks_exact_mut(row_bytes)) {
+        horizontal_row(y, o);
+    }
+    let mut acc = vec![0i32; row_bytes];
+    for (o, out_row) in out.chunks_exact_mut(row_bytes).enumerate() {
+        acc.fill(1 << (PRECISION_BITS - 1));
+        let (ymin, n) = rows.run(o);
+        for i in 0..n {
+            let kw = rows.weight(o, i);
+            let at = (ymin + i - span.start) * row_bytes;
+            for (a, &v) in acc.iter_mut().zip(&tmp[at..at + row_bytes]) {
+                *a += v as i32 * kw;
+            }
+        }
+        for (p, &a) in out_row.iter_mut().zip(&acc) {
+            *p = clip8(a);
         }
     }
     Ok(Rgb8 {
         width: w,
         height: h,
-        data: acc.into_iter().map(clip8).collect(),
+        data: out,
     })
 }
 
@@ -311,6 +394,28 @@ pub fn resize(img: &Rgb8, out_w: usize, out_h: usize) -> Result<Rgb8, ResizeErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streaming_and_computed_kernels_give_the_same_pixels() {
+        // A tall and a wide image, warped and cropped: the bounded path (nothing stored) must
+        // equal the two-pass path.
+        let mut data = Vec::new();
+        for i in 0..3 * 7 * 900 {
+            data.push((i * 37 % 251) as u8);
+        }
+        for (w, h) in [(7, 900), (900, 7)] {
+            let img = Rgb8 {
+                width: w,
+                height: h,
+                data: data.clone(),
+            };
+            for (ow, oh, l, t, ww, hh) in [(16, 16, 0, 0, 16, 16), (40, 3000, 5, 1200, 24, 24)] {
+                let fast = resize_window_within(&img, ow, oh, l, t, ww, hh, usize::MAX).unwrap();
+                let slow = resize_window_within(&img, ow, oh, l, t, ww, hh, 0).unwrap();
+                assert_eq!(fast, slow, "{w}x{h} -> {ow}x{oh}");
+            }
+        }
+    }
 
     #[test]
     fn identity_and_constant_images() {

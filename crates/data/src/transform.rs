@@ -125,3 +125,32 @@ pub fn to_chw_normalized(px: &Rgb8) -> Vec<f32> {
     }
     out
 }
+
+/// ToTensor + Normalize of `px` (mirrored left-right when `flip`) into `out` (`[3, h, w]`),
+/// with the same f32 arithmetic as [`to_chw_normalized`]:
+/// `(v / 255 - mean) / std`.
+pub fn normalize_into(px: &Rgb8, flip: bool, out: &mut [f32]) {
+    let (w, h) = (px.width, px.height);
+    let plane = w * h;
+    assert_eq!(out.len(), 3 * plane, "output buffer size");
+    assert_eq!(px.data.len(), 3 * plane, "pixel buffer size");
+    // 256-entry tables per channel: the same value the formula gives, without a division per pixel.
+    let mut lut = [[0f32; 256]; 3];
+    for (c, t) in lut.iter_mut().enumerate() {
+        for (v, e) in t.iter_mut().enumerate() {
+            *e = (v as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+        }
+    }
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for (y, row) in px.data.chunks_exact(w * 3).enumerate() {
+        let o = y * w;
+        let (r, g, b) = (&mut r[o..o + w], &mut g[o..o + w], &mut b[o..o + w]);
+        for (x, p) in row.chunks_exact(3).enumerate() {
+            let xo = if flip { w - 1 - x } else { x };
+            r[xo] = lut[0][p[0] as usize];
+            g[xo] = lut[1][p[1] as usize];
+            b[xo] = lut[2][p[2] as usize];
+        }
+    }
+}
