@@ -352,76 +352,30 @@ fn bad_sizes_and_rates_are_refused_before_any_work() {
     .unwrap()
     .unwrap()
     .path();
+    let verify = |extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = ["verify", "--imagenet", s(&val), "--weights", s(&w)]
+            .map(String::from)
+            .to_vec();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let predict = |extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = ["predict", s(&img), "--weights", s(&w)]
+            .map(String::from)
+            .to_vec();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
     for (args, want) in [
-        (
-            vec![
-                "verify",
-                "--imagenet",
-                s(&val),
-                "--weights",
-                s(&w),
-                "--input-size",
-                "0",
-            ],
-            "multiple of 16",
-        ),
-        (
-            vec![
-                "verify",
-                "--imagenet",
-                s(&val),
-                "--weights",
-                s(&w),
-                "--input-size",
-                "65536",
-            ],
-            "multiple of 16",
-        ),
-        (
-            vec![
-                "verify",
-                "--imagenet",
-                s(&val),
-                "--weights",
-                s(&w),
-                "--input-size",
-                "225",
-            ],
-            "multiple of 16",
-        ),
-        (
-            vec![
-                "verify",
-                "--imagenet",
-                s(&val),
-                "--weights",
-                s(&w),
-                "--limit",
-                "0",
-            ],
-            "at least 1",
-        ),
-        (
-            vec![
-                "verify",
-                "--imagenet",
-                s(&val),
-                "--weights",
-                s(&w),
-                "--batch-size",
-                "0",
-            ],
-            "at least 1",
-        ),
-        (
-            vec!["predict", s(&img), "--weights", s(&w), "--input-size", "0"],
-            "multiple of 16",
-        ),
-        (
-            vec!["predict", s(&img), "--weights", s(&w), "--topk", "0"],
-            "at least 1",
-        ),
+        (verify(&["--input-size", "0"]), "multiple of 16"),
+        (verify(&["--input-size", "65536"]), "multiple of 16"),
+        (verify(&["--input-size", "225"]), "multiple of 16"),
+        (verify(&["--limit", "0"]), "at least 1"),
+        (verify(&["--batch-size", "0"]), "at least 1"),
+        (predict(&["--input-size", "0"]), "multiple of 16"),
+        (predict(&["--topk", "0"]), "at least 1"),
     ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = run(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));

@@ -208,27 +208,7 @@ pub struct LoaderOptions {
 /// The stream of batches; ends after the last batch, or after the first `Err`.
 pub type Batches = crossbeam_channel::Receiver<Result<Batch, LoaderError>>;
 
-/// Sends [`LoaderError::Stopped`] if the loader thread ends without finishing (a panic outside
-/// the per-image guard), so that the consumer never mistakes it for the end of the data.
-struct Finish {
-    tx: crossbeam_channel::Sender<Result<Batch, LoaderError>>,
-    done: bool,
-}
-
-impl Drop for Finish {
-    fn drop(&mut self) {
-        if !self.done {
-            let why = if std::thread::panicking() {
-                "its thread panicked"
-            } else {
-                "it ended before the last image"
-            };
-            let _ = self.tx.send(Err(LoaderError::Stopped(why.into())));
-        }
-    }
-}
-
-/// Where the filling stage sends a batch: to the consumer, or to the mixing stage.
+/// Where a stage sends a batch: to the consumer, or (from the filling stage) to the mixing stage.
 enum Sender {
     Direct(crossbeam_channel::Sender<Result<Batch, LoaderError>>),
     Mixer(crossbeam_channel::Sender<(usize, Result<Batch, LoaderError>)>),
@@ -244,13 +224,14 @@ impl Sender {
     }
 }
 
-/// [`Finish`] for the filling stage: a stage that ends early says so downstream.
-struct FinishFill {
+/// Sends [`LoaderError::Stopped`] downstream if a stage's thread ends without finishing (a panic
+/// outside the per-image guard), so that the consumer never mistakes it for the end of the data.
+struct Finish {
     tx: Sender,
     done: bool,
 }
 
-impl Drop for FinishFill {
+impl Drop for Finish {
     fn drop(&mut self) {
         if !self.done {
             let why = if std::thread::panicking() {
@@ -400,7 +381,7 @@ pub fn load_batches<T: ImageTransform, S: BatchStep>(
                 .name("illama-mixer".into())
                 .spawn(move || {
                     let mut finish = Finish {
-                        tx: out,
+                        tx: Sender::Direct(out),
                         done: false,
                     };
                     for (position, filled) in fill_rx {
@@ -414,7 +395,7 @@ pub fn load_batches<T: ImageTransform, S: BatchStep>(
                                 })
                         });
                         let stop = result.is_err();
-                        if finish.tx.send(result).is_err() || stop {
+                        if !finish.tx.send(position, result) || stop {
                             finish.done = true;
                             return;
                         }
@@ -431,7 +412,7 @@ pub fn load_batches<T: ImageTransform, S: BatchStep>(
     std::thread::Builder::new()
         .name("illama-loader".into())
         .spawn(move || {
-            let mut finish = FinishFill {
+            let mut finish = Finish {
                 tx: fill_tx,
                 done: false,
             };
@@ -501,7 +482,10 @@ mod tests {
     fn a_loader_thread_that_dies_says_so() {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let t = std::thread::spawn(move || {
-            let _finish = Finish { tx, done: false };
+            let _finish = Finish {
+                tx: Sender::Direct(tx),
+                done: false,
+            };
             panic!("boom");
         });
         assert!(t.join().is_err());
@@ -514,7 +498,10 @@ mod tests {
         );
         // Finished normally: nothing more is sent.
         let (tx, rx) = crossbeam_channel::bounded(1);
-        drop(Finish { tx, done: true });
+        drop(Finish {
+            tx: Sender::Direct(tx),
+            done: true,
+        });
         assert!(rx.iter().next().is_none());
     }
 }

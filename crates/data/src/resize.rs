@@ -239,11 +239,12 @@ fn check_window(
 /// computes it.
 ///
 /// Memory is bounded by the window, never by `out_w x out_h`: kernels are computed for the
-/// window's columns and rows only, and the vertical pass consumes the rows of the horizontal pass
-/// one at a time (each source row is added into the few output rows whose kernel covers it), so
-/// beyond `img` itself this holds `w x 3` bytes of the current row, `w x h x 3` 64-bit sums and
-/// `w x h x 3` output bytes. The pixels are PIL's exactly: each output pixel is the same
-/// integer sum of the same fixed-point products, only added in a different order.
+/// window's columns and rows only. The horizontal pass keeps the 8-bit rows that the window's
+/// output rows read and the vertical pass sums them row by row in 32-bit integers, as PIL does;
+/// when those rows or the kernels would exceed 32 MiB (extreme shapes, e.g. a 1 x 67M-pixel
+/// image warped to 384), each source row is instead added into the 32-bit sums of the output rows
+/// that read it and dropped, and kernels are computed where they are used. Either way the pixels
+/// are PIL's exactly: each output pixel is the same integer sum of the same fixed-point products.
 pub fn resize_window(
     img: &Rgb8,
     out_w: usize,
