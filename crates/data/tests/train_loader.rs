@@ -54,11 +54,13 @@ fn batches_depend_on_seed_and_epoch_only() {
     assert!(one
         .iter()
         .all(|b| b.targets.as_ref().unwrap().len() == 4 * ds.classes.len()));
-    let two = epoch(&ds, &sampler, 0, 2);
-    assert!(
-        same(&one, &two),
-        "1 and 2 workers must give identical batches"
-    );
+    for workers in [2, 8] {
+        let other = epoch(&ds, &sampler, 0, workers);
+        assert!(
+            same(&one, &other),
+            "1 and {workers} workers must give identical batches"
+        );
+    }
     // The next epoch: another order and other augmentations.
     let next = epoch(&ds, &sampler, 1, 2);
     assert!(!same(&one, &next));
