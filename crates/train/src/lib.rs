@@ -3,6 +3,7 @@
 
 pub mod eval;
 pub mod metrics;
+pub mod schedule;
 
 pub use eval::{evaluate, EvalError, EvalReport};
 pub use metrics::MetricsError;
