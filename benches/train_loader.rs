@@ -7,6 +7,8 @@
 //! python3 benches/make_val_images.py bench-data/train-jpegs 512
 //! ILLAMA_BENCH_TRAIN_DIR=bench-data/train-jpegs cargo bench --bench train_loader
 
+use illama_data::augment::rand_augment::RAND_INCREASING_TRANSFORMS;
+use illama_data::augment::Resample;
 use illama_data::mix::Mixup;
 use illama_data::train::{hflip, normalize_into, TrainTransform};
 use illama_data::{
@@ -129,4 +131,26 @@ fn profile(ds: &Dataset, t: &TrainTransform) {
         );
     }
     println!("  total         {:>7.3} ms", total * 1e3 / n as f64);
+
+    // Each RandAugment op at magnitude 9 on a 224 x 224 crop (an op is applied to about one image
+    // in 7.5: two draws among 15, each applied with p 0.5).
+    let img = read_image_with(&ds.samples[0].path, t.decoder()).expect("image");
+    let crop = t.crop.apply(&img, &mut rng).expect("crop");
+    let mut scratch = Vec::new();
+    println!("RandAugment ops at magnitude 9, 224 x 224, ms per application:");
+    for op in RAND_INCREASING_TRANSFORMS {
+        let tr = op.to_transform(9.0, false, 0.45);
+        let reps = 200;
+        let t0 = Instant::now();
+        for _ in 0..reps {
+            let mut px = crop.clone();
+            tr.apply(&mut px, [124, 116, 104], Resample::Bicubic, &mut scratch);
+            std::hint::black_box(&px);
+        }
+        println!(
+            "  {:<22} {:>7.3}",
+            op.as_str(),
+            t0.elapsed().as_secs_f64() * 1e3 / reps as f64
+        );
+    }
 }

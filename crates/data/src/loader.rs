@@ -19,12 +19,13 @@
 //!
 //! # Memory
 //!
-//! With `B` = `batch_size`, `Q` = `prefetch` and `I` = [`EvalTransform::output_bytes`]
+//! With `B` = `batch_size`, `Q` = `prefetch` and `I` = [`ImageTransform::output_bytes`]
 //! (`3 x size x size x 4`, 602,112 bytes at 224), the loader holds at most
 //!
 //! ```text
-//!   (Q + 3) x B x I              batches: Q queued, one being assembled (twice: the images
-//!                                 and the batch they are copied into), one the consumer holds
+//!   (Q + 4) x B x I              batches: Q queued for the consumer, one being filled, and
+//!                                 with a batch step one waiting for it and one being mixed,
+//!                                 plus the one the consumer holds
 //! + workers x per-image peak     one image in flight per worker
 //! ```
 //!
