@@ -3,6 +3,7 @@
 
 pub mod eval;
 pub mod metrics;
+pub mod optim;
 pub mod schedule;
 
 pub use eval::{evaluate, EvalError, EvalReport};
