@@ -1,0 +1,91 @@
+//! One training step of the Candle model against PyTorch (fixtures/gen/make_train_step.py: the
+//! spec-built iLLaMA, soft mask 0.5, soft targets): the loss, the gradient of every parameter (a
+//! fused op without a backward pass would leave earlier parameters without one), and the weights
+//! after one AdamW step with the recipe's groups.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use illama_arch::IllamaConfig;
+use illama_model::Illama;
+use illama_train::loss::soft_target_cross_entropy;
+use illama_train::optim::{AdamW, AdamWConfig};
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn loss_gradients_and_update_match_pytorch() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/train/one_step.safetensors"
+    );
+    let t = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
+    let config = IllamaConfig {
+        img_size: 32,
+        num_classes: 10,
+        ..IllamaConfig::new(32, 2, 2)
+    };
+    let varmap = VarMap::new();
+    let model = Illama::new(
+        config,
+        0.0,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let mut named: Vec<(String, candle_core::Var)> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        named.len(),
+        t.keys().filter(|k| k.starts_with("weight.")).count()
+    );
+    for (n, v) in &named {
+        v.set(&t[&format!("weight.{n}")]).unwrap();
+    }
+
+    let logits = model.forward_with(&t["input"], 0.5, true).unwrap();
+    let loss = soft_target_cross_entropy(&logits, &t["targets"]).unwrap();
+    let want = t["loss"].flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
+    let got = loss.to_scalar::<f32>().unwrap();
+    assert!(((got - want) / want).abs() < 1e-5, "loss {got} vs {want}");
+
+    let grads = loss.backward().unwrap();
+    let mut worst = (0f32, String::new());
+    let grad_list: Vec<Option<Tensor>> = named
+        .iter()
+        .map(|(n, v)| {
+            let g = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient reaches {n}"));
+            let d = max_diff(g, &t[&format!("grad.{n}")]);
+            if d > worst.0 {
+                worst = (d, n.clone());
+            }
+            assert!(d < 1e-5, "{n}: gradient max |diff| {d}");
+            Some(g.clone())
+        })
+        .collect();
+    eprintln!("gradients: max |diff| {:e} ({})", worst.0, worst.1);
+
+    let mut opt = AdamW::new(named.clone(), AdamWConfig::default()).unwrap();
+    opt.step(&grad_list, 1e-3, 0.05).unwrap();
+    for (n, v) in &named {
+        let d = max_diff(v.as_tensor(), &t[&format!("after.{n}")]);
+        assert!(d < 1e-5, "{n}: weight after the step, max |diff| {d}");
+    }
+}
