@@ -89,3 +89,66 @@ fn loss_gradients_and_update_match_pytorch() {
         assert!(d < 1e-5, "{n}: weight after the step, max |diff| {d}");
     }
 }
+
+#[test]
+fn accumulated_and_clipped_step_matches_pytorch() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/train/one_step.safetensors"
+    );
+    let t = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
+    let config = IllamaConfig {
+        img_size: 32,
+        num_classes: 10,
+        ..IllamaConfig::new(32, 2, 2)
+    };
+    let varmap = VarMap::new();
+    let model = Illama::new(
+        config,
+        0.0,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let mut named: Vec<(String, candle_core::Var)> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    for (n, v) in &named {
+        v.set(&t[&format!("weight.{n}")]).unwrap();
+    }
+    // update_freq 2: each micro-batch's loss divided by 2, gradients summed.
+    let mut sum: Vec<Option<Tensor>> = vec![None; named.len()];
+    for x in [&t["input"], &t["accum.input2"]] {
+        let logits = model.forward_with(x, 0.5, true).unwrap();
+        let loss = (soft_target_cross_entropy(&logits, &t["targets"]).unwrap() / 2.0).unwrap();
+        let grads = loss.backward().unwrap();
+        for ((_, v), acc) in named.iter().zip(sum.iter_mut()) {
+            let g = grads.get(v.as_tensor()).unwrap().clone();
+            *acc = Some(match acc.take() {
+                Some(a) => (a + g).unwrap(),
+                None => g,
+            });
+        }
+    }
+    let norm = illama_train::clip::clip_grad_norm(&mut sum, 0.5).unwrap();
+    let want = t["accum.norm"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()[0];
+    assert!(
+        ((norm as f32 - want) / want).abs() < 1e-5,
+        "norm {norm} vs {want}"
+    );
+    assert!(norm > 0.5, "the case must clip ({norm})");
+    let mut opt = AdamW::new(named.clone(), AdamWConfig::default()).unwrap();
+    opt.step(&sum, 1e-3, 0.05).unwrap();
+    for (n, v) in &named {
+        let d = max_diff(v.as_tensor(), &t[&format!("accum.after.{n}")]);
+        assert!(d < 1e-5, "{n}: weight after the step, max |diff| {d}");
+    }
+}
