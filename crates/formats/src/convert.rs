@@ -563,7 +563,8 @@ pub fn write_file(
                 .map(|s| s.to_string_lossy().into_owned())
                 .filter(|s| !s.is_empty() && s.is_ascii())
                 .unwrap_or_else(|| "archive".into());
-            torch::write_pth(&mut w, &stem, tensors, wrap)
+            let layout = torch::PthLayout { wrap, ints: &[] };
+            torch::write_pth(&mut w, &stem, tensors, &layout)
         }
     }
     .map_err(|e| match e {

@@ -10,15 +10,25 @@ use std::io::Write;
 /// Tensors for [`write_pth`] are the same streaming descriptions the safetensors writer takes.
 pub type PthTensor<'a> = OutTensor<'a>;
 
+/// How the state dict sits in the pickled object.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PthLayout<'a> {
+    /// Nest the state dict under this key (`{'model': state_dict}`), as training checkpoints do.
+    pub wrap: Option<&'a str>,
+    /// Integer entries beside the nested state dict (`'epoch': 299`); used only with `wrap`.
+    pub ints: &'a [(&'a str, i64)],
+}
+
 /// Streams a `.pth` zip to `out`. `archive_name` is the archive's root folder (torch uses the
-/// file stem); `wrap` nests the state dict as `{wrap: OrderedDict}` like training checkpoints.
+/// file stem); `layout` nests the state dict as `{wrap: OrderedDict, int entries...}` like
+/// training checkpoints, or leaves it bare.
 pub fn write_pth(
     out: &mut dyn Write,
     archive_name: &str,
     mut tensors: Vec<PthTensor<'_>>,
-    wrap: Option<&str>,
+    layout: &PthLayout<'_>,
 ) -> Result<()> {
-    let pickle = state_dict_pickle(&tensors, wrap);
+    let pickle = state_dict_pickle(&tensors, layout);
     let io = |e: std::io::Error| FormatError::io("<output>", e);
     let mut zip = ZipStream::new(out);
     let small = |zip: &mut ZipStream<'_>, name: &str, data: &[u8]| -> Result<()> {
@@ -54,9 +64,9 @@ fn serialization_id(pickle: &[u8]) -> String {
         .collect()
 }
 
-fn state_dict_pickle(tensors: &[PthTensor<'_>], wrap: Option<&str>) -> Vec<u8> {
+fn state_dict_pickle(tensors: &[PthTensor<'_>], layout: &PthLayout<'_>) -> Vec<u8> {
     let mut p = PickleWriter::new();
-    if let Some(key) = wrap {
+    if let Some(key) = layout.wrap {
         p.empty_dict();
         p.mark();
         p.str(key);
@@ -70,7 +80,11 @@ fn state_dict_pickle(tensors: &[PthTensor<'_>], wrap: Option<&str>) -> Vec<u8> {
         tensor(&mut p, t, key);
     }
     p.setitems();
-    if wrap.is_some() {
+    if layout.wrap.is_some() {
+        for (k, v) in layout.ints {
+            p.str(k);
+            p.int(*v);
+        }
         p.setitems();
     }
     p.finish()
@@ -333,7 +347,7 @@ mod tests {
     fn entries_are_aligned_and_readable_by_the_zip_crate() {
         let mut buf = Vec::new();
         let t = OutTensor::from_bytes("w", DType::F32, vec![3], vec![1u8; 12]);
-        write_pth(&mut buf, "m", vec![t], None).unwrap();
+        write_pth(&mut buf, "m", vec![t], &PthLayout::default()).unwrap();
         let mut z = zip::ZipArchive::new(std::io::Cursor::new(&buf)).unwrap();
         let names: Vec<String> = (0..z.len())
             .map(|i| z.by_index_raw(i).unwrap().name().unwrap().to_string())
@@ -342,5 +356,28 @@ mod tests {
         let f = z.by_name("m/data/0").unwrap();
         assert_eq!(f.data_start().unwrap() % 64, 0);
         assert_eq!(f.crc32(), crc32fast::hash(&[1u8; 12]));
+    }
+
+    #[test]
+    fn training_checkpoint_layout_reads_back_with_its_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint-7.pth");
+        let t = OutTensor::from_bytes("head.bias", DType::F32, vec![2], vec![0u8; 8]);
+        let layout = PthLayout {
+            wrap: Some("model"),
+            ints: &[("epoch", 7)],
+        };
+        let mut f = std::fs::File::create(&path).unwrap();
+        write_pth(&mut f, "checkpoint-7", vec![t], &layout).unwrap();
+        drop(f);
+        let store = crate::TensorStore::open(&path).unwrap();
+        assert_eq!(store.root_choice().key(), Some("model"));
+        assert_eq!(store.tensors()[0].name, "head.bias");
+        let epoch = store
+            .skipped()
+            .iter()
+            .find(|e| e.name == "epoch")
+            .expect("epoch beside the model");
+        assert_eq!(epoch.value, serde_json::json!(7));
     }
 }
