@@ -1,16 +1,15 @@
 //! Our AdamW against torch.optim.AdamW (fixtures/gen/make_adamw.py): four steps with the recipe's
 //! two parameter groups, changing lr and weight decay, and a parameter without a gradient.
 
-use candle_core::{Device, Var};
+mod common;
+
+use candle_core::Var;
+use common::{golden, max_diff};
 use illama_train::optim::{AdamW, AdamWConfig};
 
 #[test]
 fn four_steps_match_pytorch() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/train/adamw.safetensors"
-    );
-    let t = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
+    let t = golden("adamw.safetensors");
     let names = [
         "blocks.0.attn.qkv.weight",
         "blocks.0.attn.proj.bias",
@@ -50,16 +49,7 @@ fn four_steps_match_pytorch() {
         opt.step(&grads, lr, wd).unwrap();
         for (p, n) in opt.params.iter().zip(names) {
             let want = &t[&format!("after.{step}.{n}")];
-            let diff = (p.var.as_tensor() - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_diff(p.var.as_tensor(), want);
             worst = worst.max(diff);
             assert!(diff < 1e-6, "step {step} {n}: max |diff| {diff}");
         }

@@ -1,35 +1,16 @@
 //! The recipe's losses (values and gradients), gradient clipping and EMA against timm 0.5.4 and
 //! torch (fixtures/gen/make_losses.py).
 
-use candle_core::{Device, Tensor, Var};
+mod common;
+
+use candle_core::{Tensor, Var};
+use common::{golden, max_diff};
 use illama_train::clip::{clip_grad_norm, update_ema};
 use illama_train::loss::{label_smoothing_cross_entropy, soft_target_cross_entropy};
-use std::collections::HashMap;
-
-fn golden() -> HashMap<String, Tensor> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/train/losses.safetensors"
-    );
-    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 #[test]
 fn losses_and_their_gradients_match_timm() {
-    let t = golden();
+    let t = golden("losses.safetensors");
     for name in ["soft", "smooth"] {
         let x = Var::from_tensor(&t["logits"]).unwrap();
         let loss = match name {
@@ -58,7 +39,7 @@ fn losses_and_their_gradients_match_timm() {
 
 #[test]
 fn clipping_and_ema_match_torch_and_timm() {
-    let t = golden();
+    let t = golden("losses.safetensors");
     for (name, max_norm) in [("clip_small", 1.0), ("clip_large", 1000.0)] {
         let mut grads: Vec<Option<Tensor>> = (0..3)
             .map(|i| Some(t[&format!("clip.input.{i}")].clone()))

@@ -3,33 +3,20 @@
 //! fused op without a backward pass would leave earlier parameters without one), and the weights
 //! after one AdamW step with the recipe's groups.
 
-use candle_core::{DType, Device, Tensor};
+mod common;
+
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use common::{golden, max_diff};
 use illama_arch::IllamaConfig;
 use illama_model::Illama;
 use illama_train::loss::soft_target_cross_entropy;
 use illama_train::optim::{AdamW, AdamWConfig};
+use std::collections::HashMap;
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-#[test]
-fn loss_gradients_and_update_match_pytorch() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/train/one_step.safetensors"
-    );
-    let t = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
+/// The fixture, and the Candle model built with its weights (parameters sorted by name).
+fn model_with_fixture_weights() -> (HashMap<String, Tensor>, Illama, Vec<(String, Var)>) {
+    let t = golden("one_step.safetensors");
     let config = IllamaConfig {
         img_size: 32,
         num_classes: 10,
@@ -42,7 +29,7 @@ fn loss_gradients_and_update_match_pytorch() {
         VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
     )
     .unwrap();
-    let mut named: Vec<(String, candle_core::Var)> = varmap
+    let mut named: Vec<(String, Var)> = varmap
         .data()
         .lock()
         .unwrap()
@@ -57,6 +44,12 @@ fn loss_gradients_and_update_match_pytorch() {
     for (n, v) in &named {
         v.set(&t[&format!("weight.{n}")]).unwrap();
     }
+    (t, model, named)
+}
+
+#[test]
+fn loss_gradients_and_update_match_pytorch() {
+    let (t, model, named) = model_with_fixture_weights();
 
     let logits = model.forward_with(&t["input"], 0.5, true).unwrap();
     let loss = soft_target_cross_entropy(&logits, &t["targets"]).unwrap();
@@ -92,34 +85,7 @@ fn loss_gradients_and_update_match_pytorch() {
 
 #[test]
 fn accumulated_and_clipped_step_matches_pytorch() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/train/one_step.safetensors"
-    );
-    let t = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
-    let config = IllamaConfig {
-        img_size: 32,
-        num_classes: 10,
-        ..IllamaConfig::new(32, 2, 2)
-    };
-    let varmap = VarMap::new();
-    let model = Illama::new(
-        config,
-        0.0,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    let mut named: Vec<(String, candle_core::Var)> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    for (n, v) in &named {
-        v.set(&t[&format!("weight.{n}")]).unwrap();
-    }
+    let (t, model, named) = model_with_fixture_weights();
     // update_freq 2: each micro-batch's loss divided by 2, gradients summed.
     let mut sum: Vec<Option<Tensor>> = vec![None; named.len()];
     for x in [&t["input"], &t["accum.input2"]] {
