@@ -6,11 +6,13 @@
 //! training schedules; it uses `arch` for shapes and `formats` for files.
 
 pub mod init;
+mod init_from;
 pub mod layers;
 mod load;
 mod model;
 pub mod pos_embed;
 
+pub use init_from::{init_from, InitReport};
 pub use load::{
     infer_config, load, parse_device, read_tensors, LoadError, LoadOptions, LoadReport,
 };
