@@ -1,6 +1,7 @@
 //! Evaluation (and, with the recipe, training) of iLLaMA: feeds batches from `data` to a
 //! `model` and keeps the numbers. It owns metrics and loops; it knows nothing of file formats.
 
+pub mod checkpoint;
 pub mod clip;
 pub mod eval;
 pub mod loss;
