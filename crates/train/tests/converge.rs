@@ -1,0 +1,187 @@
+//! Convergence: a tiny iLLaMA trained with the recipe's pieces (seeded epochs, the train
+//! transform, AdamW with its groups, cosine schedule with warmup, label smoothing) on a small
+//! procedural image set made at test time (four classes of stripe patterns, 32 px) reaches an
+//! accuracy far above chance.
+
+use candle_core::{DType, Device, Var};
+use candle_nn::{VarBuilder, VarMap};
+use illama_arch::IllamaConfig;
+use illama_data::train::TrainTransform;
+use illama_data::{
+    eval_batches, load_batches, Dataset, EpochSampler, EvalTransform, LoaderOptions, NoStep, Plan,
+};
+use illama_model::Illama;
+use illama_train::epoch::{train_epoch, EpochOptions, Schedules};
+use illama_train::optim::{AdamW, AdamWConfig};
+use illama_train::schedule::cosine;
+use std::path::Path;
+
+/// Class 0: horizontal stripes, 1: vertical, 2: diagonal, 3: checkerboard; random period,
+/// phase and colours, plus noise.
+fn make_images(root: &Path, per_class: usize, seed: u64) {
+    let mut s = seed;
+    let mut rnd = move |n: u64| {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 33) % n
+    };
+    for class in 0..4 {
+        let dir = root.join(format!("c{class}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let period = 4 + rnd(5) as u32;
+            let phase = rnd(8) as u32;
+            let a = [rnd(128) as u8, rnd(128) as u8, rnd(128) as u8];
+            let b = [
+                128 + rnd(128) as u8,
+                128 + rnd(128) as u8,
+                128 + rnd(128) as u8,
+            ];
+            let img = image::RgbImage::from_fn(40, 40, |x, y| {
+                let on = match class {
+                    0 => (y + phase) / period % 2 == 0,
+                    1 => (x + phase) / period % 2 == 0,
+                    2 => (x + y + phase) / period % 2 == 0,
+                    _ => ((x + phase) / period + (y + phase) / period) % 2 == 0,
+                };
+                let c = if on { a } else { b };
+                let noise = (x * 7 + y * 13 + i as u32) % 9;
+                image::Rgb(c.map(|v| v.saturating_add(noise as u8)))
+            });
+            img.save(dir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+/// Weights from a fixed stream, so that the run is the same every time (candle's CPU generator
+/// cannot be seeded): norms 1, biases 0, everything else N(0, 0.02).
+fn deterministic_init(named: &[(String, Var)], seed: u64) {
+    let mut s = seed;
+    let mut uniform = move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let mut sorted: Vec<&(String, Var)> = named.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, var) in sorted {
+        let n = var.elem_count();
+        let values: Vec<f32> = if name.contains("norm") {
+            vec![1.0; n]
+        } else if name.ends_with("bias") {
+            vec![0.0; n]
+        } else {
+            (0..n)
+                .map(|_| {
+                    let (u, v) = (uniform(), uniform());
+                    (0.02 * (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+                })
+                .collect()
+        };
+        let t = candle_core::Tensor::from_vec(values, var.dims(), &Device::Cpu).unwrap();
+        var.set(&t).unwrap();
+    }
+}
+
+#[test]
+fn a_tiny_model_learns_a_procedural_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    make_images(&dir.path().join("train"), 48, 1);
+    make_images(&dir.path().join("val"), 12, 2);
+    let train = Dataset::image_folder(&dir.path().join("train")).unwrap();
+    let val = Dataset::image_folder(&dir.path().join("val")).unwrap();
+    train.check_same_classes(&val).unwrap();
+
+    let config = IllamaConfig {
+        img_size: 32,
+        num_classes: 4,
+        mlp_hidden: 64,
+        ..IllamaConfig::new(32, 2, 2)
+    };
+    let varmap = VarMap::new();
+    let model = Illama::new(
+        config,
+        0.0,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let named: Vec<(String, Var)> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    deterministic_init(&named, 7);
+    let mut opt = AdamW::new(named, AdamWConfig::default()).unwrap();
+
+    let (epochs, batch) = (40usize, 16usize);
+    let sampler = EpochSampler::new(train.samples.len(), batch, 0).unwrap();
+    let steps = sampler.batches_per_epoch();
+    let total = epochs * steps;
+    let schedules = Schedules {
+        lr: cosine(3e-3, 1e-5, epochs, steps, 2, 0.0, None).unwrap(),
+        weight_decay: vec![0.05; total],
+        soft_mask: vec![0.0; total],
+    };
+    // Crops of at least a third of the image: the stripes of a 40 px image stay countable.
+    let mut transform = TrainTransform::new(32, "none", 0.0).unwrap();
+    transform.crop.scale = (0.35, 1.0);
+    let opts = LoaderOptions {
+        batch_size: batch,
+        workers: 2,
+        skip_bad: false,
+        limit: None,
+        prefetch: 2,
+    };
+    let mut first_loss = None;
+    let mut last = None;
+    for epoch in 0..epochs as u64 {
+        let batches = load_batches(
+            &train,
+            Plan::epoch(&sampler, epoch),
+            transform.clone(),
+            None::<NoStep>,
+            opts,
+        )
+        .unwrap();
+        let stats = train_epoch(
+            &model,
+            &mut opt,
+            None,
+            batches,
+            &schedules,
+            &EpochOptions {
+                epoch,
+                start_step: epoch * steps as u64,
+                update_freq: 1,
+                smoothing: 0.1,
+                clip_grad: None,
+                ema_decay: 0.0,
+            },
+        )
+        .unwrap();
+        first_loss.get_or_insert(stats.loss);
+        last = Some(stats);
+    }
+    let last = last.unwrap();
+    let eval = illama_train::evaluate(
+        &model,
+        eval_batches(&val, EvalTransform::new(32).unwrap(), opts).unwrap(),
+        32,
+        |_, _| {},
+    )
+    .unwrap();
+    eprintln!(
+        "loss {:.3} -> {:.3}, val top-1 {:.1}% ({} images)",
+        first_loss.unwrap(),
+        last.loss,
+        eval.top1,
+        eval.images
+    );
+    assert!(last.loss < first_loss.unwrap(), "the loss must fall");
+    // Measured: 70.8% (loss 1.406 -> 0.609); chance is 25%.
+    assert!(eval.top1 >= 60.0, "top-1 {:.1}% (chance 25%)", eval.top1);
+}
