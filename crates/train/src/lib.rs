@@ -8,6 +8,7 @@ pub mod eval;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod run;
 pub mod schedule;
 
 pub use eval::{evaluate, EvalError, EvalReport};

@@ -14,76 +14,9 @@ use illama_model::Illama;
 use illama_train::epoch::{train_epoch, EpochOptions, Schedules};
 use illama_train::optim::{AdamW, AdamWConfig};
 use illama_train::schedule::cosine;
-use std::path::Path;
 
-/// Class 0: horizontal stripes, 1: vertical, 2: diagonal, 3: checkerboard; random period,
-/// phase and colours, plus noise.
-fn make_images(root: &Path, per_class: usize, seed: u64) {
-    let mut s = seed;
-    let mut rnd = move |n: u64| {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (s >> 33) % n
-    };
-    for class in 0..4 {
-        let dir = root.join(format!("c{class}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..per_class {
-            let period = 4 + rnd(5) as u32;
-            let phase = rnd(8) as u32;
-            let a = [rnd(128) as u8, rnd(128) as u8, rnd(128) as u8];
-            let b = [
-                128 + rnd(128) as u8,
-                128 + rnd(128) as u8,
-                128 + rnd(128) as u8,
-            ];
-            let img = image::RgbImage::from_fn(40, 40, |x, y| {
-                let on = match class {
-                    0 => (y + phase) / period % 2 == 0,
-                    1 => (x + phase) / period % 2 == 0,
-                    2 => (x + y + phase) / period % 2 == 0,
-                    _ => ((x + phase) / period + (y + phase) / period) % 2 == 0,
-                };
-                let c = if on { a } else { b };
-                let noise = (x * 7 + y * 13 + i as u32) % 9;
-                image::Rgb(c.map(|v| v.saturating_add(noise as u8)))
-            });
-            img.save(dir.join(format!("{i}.png"))).unwrap();
-        }
-    }
-}
-
-/// Weights from a fixed stream, so that the run is the same every time (candle's CPU generator
-/// cannot be seeded): norms 1, biases 0, everything else N(0, 0.02).
-fn deterministic_init(named: &[(String, Var)], seed: u64) {
-    let mut s = seed;
-    let mut uniform = move || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    let mut sorted: Vec<&(String, Var)> = named.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, var) in sorted {
-        let n = var.elem_count();
-        let values: Vec<f32> = if name.contains("norm") {
-            vec![1.0; n]
-        } else if name.ends_with("bias") {
-            vec![0.0; n]
-        } else {
-            (0..n)
-                .map(|_| {
-                    let (u, v) = (uniform(), uniform());
-                    (0.02 * (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-                })
-                .collect()
-        };
-        let t = candle_core::Tensor::from_vec(values, var.dims(), &Device::Cpu).unwrap();
-        var.set(&t).unwrap();
-    }
-}
+mod common;
+use common::{deterministic_init, make_images};
 
 #[test]
 fn a_tiny_model_learns_a_procedural_dataset() {
