@@ -33,6 +33,9 @@ pub struct TrainerState {
     pub step: u64,
     pub seed: u64,
     pub args: serde_json::Value,
+    /// Best validation top-1 so far (for `checkpoint-best` across a resume).
+    #[serde(default)]
+    pub best_acc1: Option<f64>,
 }
 
 fn f32_bytes(t: &Tensor) -> candle_core::Result<Vec<u8>> {

@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub clip_grad: Option<f64>,
     pub ema_decay: f64,
     pub keep_checkpoints: usize,
+    /// Also evaluate the EMA weights each epoch (`--model-ema-eval`).
+    pub eval_ema: bool,
     pub loader: LoaderOptions,
     /// The arguments to record in checkpoints.
     pub args: serde_json::Value,
@@ -70,6 +72,13 @@ pub struct EpochLog {
     pub test_acc5: f64,
     pub epoch: u64,
     pub n_parameters: usize,
+    /// The EMA weights' numbers, when they are evaluated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_loss_ema: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_acc1_ema: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_acc5_ema: Option<f64>,
 }
 
 /// The latest complete checkpoint in `dir` (`checkpoint-<epoch>.safetensors`), if any.
@@ -111,16 +120,16 @@ pub fn run(
     let sampler = EpochSampler::new(train.samples.len(), o.batch_size, o.seed)?;
     let steps_per_epoch = (sampler.batches_per_epoch() / o.update_freq.max(1)) as u64;
     let mut first_epoch = 0;
-    if let Some((epoch, path)) = latest_checkpoint(&o.output_dir) {
+    let mut best = f64::MIN;
+    if let Some((_, path)) = latest_checkpoint(&o.output_dir) {
         let names: Vec<(String, Var)> = ema_names(opt, ema.as_deref());
         let state = checkpoint::load(&path, opt, ema.is_some().then_some(names.as_slice()))?;
         first_epoch = state.epoch;
-        debug_assert_eq!(epoch + 1, state.epoch);
+        best = state.best_acc1.unwrap_or(f64::MIN);
     }
     let n_parameters = opt.params.iter().map(|p| p.var.elem_count()).sum();
     let eval_t = EvalTransform::new(transform.size())?;
     let mut logs = Vec::new();
-    let mut best = f64::MIN;
     for epoch in first_epoch..o.epochs {
         // Whole optimiser steps only, as the reference skips the batches of an incomplete step.
         let mut plan = Plan::epoch(&sampler, epoch);
@@ -148,6 +157,18 @@ pub fn run(
             transform.size(),
             |_, _| {},
         )?;
+        let ema_eval = match ema.as_deref() {
+            Some(ema) if o.eval_ema => Some(evaluate_with(opt, ema, || {
+                crate::evaluate(
+                    model,
+                    eval_batches(val, eval_t, o.loader)?,
+                    transform.size(),
+                    |_, _| {},
+                )
+                .map_err(RunError::from)
+            })?),
+            _ => None,
+        };
         let line = EpochLog {
             train_lr: stats.lr,
             train_min_lr: stats.lr,
@@ -159,20 +180,24 @@ pub fn run(
             test_acc5: eval.top5,
             epoch,
             n_parameters,
+            test_loss_ema: ema_eval.as_ref().map(|e| e.loss),
+            test_acc1_ema: ema_eval.as_ref().map(|e| e.top1),
+            test_acc5_ema: ema_eval.as_ref().map(|e| e.top5),
         };
+        best = best.max(eval.top1);
         let state = TrainerState {
             epoch: epoch + 1,
             step: (epoch + 1) * steps_per_epoch,
             seed: o.seed,
             args: o.args.clone(),
+            best_acc1: Some(best),
         };
         let names = ema_names(opt, ema.as_deref());
         let ema_ref = ema.is_some().then_some(names.as_slice());
         let force = OutputPolicy::new(true);
         let ckpt = o.output_dir.join(format!("checkpoint-{epoch}.safetensors"));
         checkpoint::save(&ckpt, &force, opt, ema_ref, &state)?;
-        if eval.top1 > best {
-            best = eval.top1;
+        if eval.top1 >= best {
             let best_path = o.output_dir.join("checkpoint-best.safetensors");
             checkpoint::save(&best_path, &force, opt, ema_ref, &state)?;
         }
@@ -193,6 +218,36 @@ pub fn run(
         logs.push(line);
     }
     Ok(logs)
+}
+
+/// Runs `f` with the model's parameters holding the EMA weights, then puts the trained weights
+/// back (also when `f` fails).
+fn evaluate_with<T>(
+    opt: &AdamW,
+    ema: &[Var],
+    f: impl FnOnce() -> Result<T, RunError>,
+) -> Result<T, RunError> {
+    let saved: Vec<candle_core::Tensor> = opt
+        .params
+        .iter()
+        .map(|p| p.var.as_tensor().copy())
+        .collect::<Result<_, _>>()
+        .map_err(|e| RunError::Train(e.into()))?;
+    let swap = |from: &[candle_core::Tensor]| -> Result<(), RunError> {
+        for (p, t) in opt.params.iter().zip(from) {
+            p.var.set(t).map_err(|e| RunError::Train(e.into()))?;
+        }
+        Ok(())
+    };
+    let ema_values: Vec<candle_core::Tensor> = ema
+        .iter()
+        .map(|v| v.as_tensor().copy())
+        .collect::<Result<_, _>>()
+        .map_err(|e| RunError::Train(e.into()))?;
+    swap(&ema_values)?;
+    let result = f();
+    swap(&saved)?;
+    result
 }
 
 /// The EMA variables paired with the parameters' names, for checkpoints.

@@ -53,6 +53,7 @@ fn a_restored_run_continues_bit_for_bit() {
         step: 40,
         seed: 7,
         args: serde_json::json!({"lr": 4e-3, "model": "tiny"}),
+        best_acc1: Some(61.5),
     };
     save(&path, &OutputPolicy::new(false), &run, Some(&ema), &state).unwrap();
     // Without --force, the next save to the same path is refused.

@@ -67,6 +67,7 @@ fn train(dir: &Path, data: &Path, epochs: u64, init: u64) -> (AdamW, Vec<String>
         clip_grad: Some(1.0),
         ema_decay: 0.9,
         keep_checkpoints: 2,
+        eval_ema: true,
         loader: LoaderOptions {
             batch_size: 8,
             workers: 2,
@@ -79,7 +80,7 @@ fn train(dir: &Path, data: &Path, epochs: u64, init: u64) -> (AdamW, Vec<String>
     let mut ema: Vec<Var> = opt
         .params
         .iter()
-        .map(|p| Var::from_tensor(p.var.as_tensor()).unwrap())
+        .map(|p| Var::from_tensor(&p.var.as_tensor().copy().unwrap()).unwrap())
         .collect();
     let transform = TrainTransform::recipe(32).unwrap();
     run(
@@ -136,6 +137,9 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
         "test_acc5",
         "epoch",
         "n_parameters",
+        "test_acc1_ema",
+        "test_acc5_ema",
+        "test_loss_ema",
     ] {
         assert!(line.get(field).is_some(), "log.txt lacks {field}: {line}");
     }
