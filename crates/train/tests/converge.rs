@@ -3,20 +3,17 @@
 //! procedural image set made at test time (four classes of stripe patterns, 32 px) reaches an
 //! accuracy far above chance.
 
-use candle_core::{DType, Device, Var};
-use candle_nn::{VarBuilder, VarMap};
 use illama_arch::IllamaConfig;
 use illama_data::train::TrainTransform;
 use illama_data::{
     eval_batches, load_batches, Dataset, EpochSampler, EvalTransform, LoaderOptions, NoStep, Plan,
 };
-use illama_model::Illama;
 use illama_train::epoch::{train_epoch, EpochOptions, Schedules};
 use illama_train::optim::{AdamW, AdamWConfig};
 use illama_train::schedule::cosine;
 
 mod common;
-use common::{deterministic_init, make_images};
+use common::{deterministic_init, make_images, trainable};
 
 #[test]
 fn a_tiny_model_learns_a_procedural_dataset() {
@@ -33,20 +30,7 @@ fn a_tiny_model_learns_a_procedural_dataset() {
         mlp_hidden: 64,
         ..IllamaConfig::new(32, 2, 2)
     };
-    let varmap = VarMap::new();
-    let model = Illama::new(
-        config,
-        0.0,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    let named: Vec<(String, Var)> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
+    let (model, named) = trainable(config);
     deterministic_init(&named, 7);
     let mut opt = AdamW::new(named, AdamWConfig::default()).unwrap();
 

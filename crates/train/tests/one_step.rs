@@ -5,9 +5,8 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
-use common::{golden, max_diff};
+use candle_core::{Tensor, Var};
+use common::{golden, max_diff, trainable};
 use illama_arch::IllamaConfig;
 use illama_model::Illama;
 use illama_train::loss::soft_target_cross_entropy;
@@ -22,21 +21,7 @@ fn model_with_fixture_weights() -> (HashMap<String, Tensor>, Illama, Vec<(String
         num_classes: 10,
         ..IllamaConfig::new(32, 2, 2)
     };
-    let varmap = VarMap::new();
-    let model = Illama::new(
-        config,
-        0.0,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    let mut named: Vec<(String, Var)> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let (model, named) = trainable(config);
     assert_eq!(
         named.len(),
         t.keys().filter(|k| k.starts_with("weight.")).count()

@@ -4,9 +4,8 @@
 
 mod common;
 
-use candle_core::{DType, Device, Var};
-use candle_nn::{VarBuilder, VarMap};
-use common::{deterministic_init, make_images};
+use candle_core::Var;
+use common::{deterministic_init, make_images, trainable};
 use illama_arch::IllamaConfig;
 use illama_data::mix::Mixup;
 use illama_data::train::TrainTransform;
@@ -26,21 +25,7 @@ fn fresh(init: u64) -> (Illama, AdamW) {
         mlp_hidden: 64,
         ..IllamaConfig::new(32, 2, 2)
     };
-    let varmap = VarMap::new();
-    let model = Illama::new(
-        config,
-        0.0,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    let mut named: Vec<(String, Var)> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let (model, named) = trainable(config);
     deterministic_init(&named, init);
     (model, AdamW::new(named, AdamWConfig::default()).unwrap())
 }
