@@ -51,6 +51,12 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(s(path)).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
 fn partials(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -206,9 +212,7 @@ fn outputs_that_are_inputs_are_refused_by_every_writer() {
 fn special_files_and_directories_are_never_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("fifo.safetensors");
-    let c = std::ffi::CString::new(s(&fifo)).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&fifo);
     let input = fixture("formats/state_dict.pth");
     for (out, want) in [
         (fifo.as_path(), "FIFO"),
@@ -231,9 +235,7 @@ fn special_files_and_directories_are_never_replaced() {
 fn a_fifo_or_device_as_input_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("model.pth");
-    let c = std::ffi::CString::new(s(&fifo)).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&fifo);
     let zero = dir.path().join("zero.safetensors");
     std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
     let index = dir.path().join("model.safetensors.index.json");
@@ -603,9 +605,7 @@ fn hostile_images_cost_bounded_memory_and_never_block() {
         .unwrap()
         .path();
     let fifo = class.join("fifo.JPEG");
-    let c = std::ffi::CString::new(s(&fifo)).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&fifo);
     let base = [
         "verify",
         "--imagenet",
