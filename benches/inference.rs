@@ -31,7 +31,7 @@ fn main() -> candle_core::Result<()> {
     for preset in presets {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let model = Illama::new(preset.config(), 0.0, vb)?;
+        let model = Illama::new(preset.config(), vb)?;
         let x = Tensor::randn(0f32, 1f32, (batch, 3, 224, 224), &Device::Cpu)?;
         model.forward(&x)?.to_vec2::<f32>()?; // warm-up
         let mut times = Vec::new();

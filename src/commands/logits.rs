@@ -85,7 +85,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .forward_with(
             &x.to_dtype(DType::F32)?.to_device(&device)?,
             a.soft_mask_rate,
-            false,
         )?
         .to_dtype(DType::F32)?
         .to_device(&Device::Cpu)?;

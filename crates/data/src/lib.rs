@@ -24,5 +24,5 @@ pub use loader::{
     LoaderOptions, NoStep, Plan,
 };
 pub use resize::{resize, resize_window, ResizeError, Rgb8};
-pub use sampler::{EpochSampler, SamplerError};
+pub use sampler::{rng_for, EpochSampler, SamplerError, Stream};
 pub use transform::{EvalTransform, TransformError};

@@ -23,6 +23,9 @@ pub enum Stream {
     Image = 2,
     /// Mixup/CutMix of one batch (stream index: the batch's position in the epoch).
     Batch = 3,
+    /// What the consumer of a batch draws for it (the trainer's stochastic depth; stream
+    /// index: the batch's position in the epoch).
+    Consumer = 4,
 }
 
 /// A generator for `(seed, epoch, stream, index)`: a ChaCha8 key derived from the first three

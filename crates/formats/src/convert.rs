@@ -545,14 +545,15 @@ fn out_tensors<'a>(
 }
 
 /// Writes `tensors` in `target` format to `file` (whose final name is `path`: it names errors
-/// and, for `.pth`, the archive's root folder). Returns the bytes written.
+/// and, for `.pth`, the archive's root folder; `layout` nests a `.pth` state dict). Returns the
+/// bytes written.
 pub fn write_file(
     path: &Path,
     file: &mut std::fs::File,
     target: TargetFormat,
     tensors: Vec<OutTensor<'_>>,
     metadata: &BTreeMap<String, String>,
-    wrap: Option<&str>,
+    layout: &torch::PthLayout<'_>,
 ) -> Result<u64> {
     let mut w = BufWriter::with_capacity(1 << 20, file);
     match target {
@@ -563,8 +564,7 @@ pub fn write_file(
                 .map(|s| s.to_string_lossy().into_owned())
                 .filter(|s| !s.is_empty() && s.is_ascii())
                 .unwrap_or_else(|| "archive".into());
-            let layout = torch::PthLayout { wrap, ints: &[] };
-            torch::write_pth(&mut w, &stem, tensors, &layout)
+            torch::write_pth(&mut w, &stem, tensors, layout)
         }
     }
     .map_err(|e| match e {
@@ -599,7 +599,10 @@ fn write_single(
         target,
         tensors,
         metadata,
-        opts.wrap.as_deref(),
+        &torch::PthLayout {
+            wrap: opts.wrap.as_deref(),
+            ints: &[],
+        },
     )?;
     let pending = Pending {
         tmp_path: out.tmp_path().to_path_buf(),
@@ -638,7 +641,10 @@ fn write_sharded(
             target,
             tensors,
             metadata,
-            opts.wrap.as_deref(),
+            &torch::PthLayout {
+                wrap: opts.wrap.as_deref(),
+                ints: &[],
+            },
         )?;
         let tensor_names: Vec<String> = group
             .iter()

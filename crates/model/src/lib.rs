@@ -16,7 +16,7 @@ pub use init_from::{init_from, InitReport};
 pub use load::{
     infer_config, load, parse_device, read_tensors, LoadError, LoadOptions, LoadReport,
 };
-pub use model::{soft_mask, Block, Illama, NORM_EPS};
+pub use model::{soft_mask, Block, DropPath, Illama, NORM_EPS};
 
 /// Keeps glibc's allocator from handing every large activation buffer back to the kernel.
 ///

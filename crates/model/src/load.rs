@@ -270,7 +270,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Illama, LoadReport), Loa
     }
     let tensors = map.len();
     let vb = VarBuilder::from_tensors(map, opts.dtype, &opts.device);
-    let model = Illama::new(config, 0.0, vb)?;
+    let model = Illama::new(config, vb)?;
     Ok((
         model,
         LoadReport {

@@ -5,6 +5,8 @@ use crate::layers::{Attention, Mlp, RmsNorm, Rope};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use illama_arch::IllamaConfig;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 pub const NORM_EPS: f64 = 1e-6;
 
@@ -14,49 +16,84 @@ pub struct Block {
     pub attn: Attention,
     pub norm2: RmsNorm,
     pub mlp: Mlp,
-    /// Stochastic-depth rate of this block (training only).
-    pub drop_path: f64,
 }
 
 impl Block {
-    fn new(c: &IllamaConfig, drop_path: f64, vb: VarBuilder) -> Result<Self> {
+    fn new(c: &IllamaConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Block {
             norm1: RmsNorm::new(c.dim, NORM_EPS, vb.pp("norm1"))?,
             attn: Attention::new(c.dim, c.heads, vb.pp("attn"))?,
             norm2: RmsNorm::new(c.dim, NORM_EPS, vb.pp("norm2"))?,
             mlp: Mlp::new(c.dim, c.mlp_hidden, vb.pp("mlp"))?,
-            drop_path,
         })
     }
 
+    /// `drop`: this block's drop-path rate and the generator of its masks (training only).
     fn forward(
         &self,
         x: &Tensor,
         rope: &Rope,
         mask: Option<&Tensor>,
-        train: bool,
+        drop: Option<(f64, &mut ChaCha8Rng)>,
     ) -> Result<Tensor> {
+        let train = drop.is_some();
         let a = self
             .attn
             .forward(&self.norm1.forward(x, !train)?, rope, mask, train)?;
-        let x = (x + drop_path(&a, self.drop_path, train)?)?;
-        let m = self.mlp.forward(&self.norm2.forward(&x, !train)?)?;
-        x + drop_path(&m, self.drop_path, train)?
+        let Some((p, rng)) = drop else {
+            let x = (x + a)?;
+            let m = self.mlp.forward(&self.norm2.forward(&x, true)?)?;
+            return x + m;
+        };
+        let x = (x + drop_path(&a, p, rng)?)?;
+        let m = self.mlp.forward(&self.norm2.forward(&x, false)?)?;
+        x + drop_path(&m, p, rng)?
     }
 }
 
-/// Zeroes each sample's residual branch with probability `p`, scaling survivors by 1/(1-p).
-fn drop_path(x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
-    if !train || p <= 0.0 {
+/// Zeroes each sample's residual branch with probability `p`, scaling survivors by 1/(1-p), as
+/// timm's `drop_path` does (a sample survives when `keep + U[0,1)` floors to 1, i.e. `u >= p`).
+fn drop_path(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    if p <= 0.0 {
         return Ok(x.clone());
     }
     let b = x.dim(0)?;
     let keep = 1.0 - p;
-    let u = Tensor::rand(0f32, 1f32, b, x.device())?;
-    let mask = u.lt(keep as f32)?.to_dtype(x.dtype())?;
+    let scale: Vec<f32> = (0..b)
+        .map(|_| {
+            if rng.random::<f64>() >= p {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
     let mut shape = vec![b];
     shape.resize(x.rank(), 1);
-    x.broadcast_mul(&(mask.reshape(shape)? / keep)?)
+    let scale = Tensor::from_vec(scale, shape, x.device())?.to_dtype(x.dtype())?;
+    x.broadcast_mul(&scale)
+}
+
+/// Stochastic depth for one training forward pass: the run's current rate (block `i` of `L`
+/// drops with `rate * i / (L - 1)`, the reference's `update_drop_path`) and the seed of this
+/// pass's masks, so that a run can be replayed exactly.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DropPath {
+    pub rate: f64,
+    pub seed: u64,
+}
+
+impl DropPath {
+    /// `torch.linspace(0, rate, depth)`, the per-block rates.
+    pub fn block_rates(&self, depth: usize) -> Vec<f64> {
+        match depth {
+            0 => Vec::new(),
+            1 => vec![0.0],
+            _ => (0..depth)
+                .map(|i| self.rate * i as f64 / (depth - 1) as f64)
+                .collect(),
+        }
+    }
 }
 
 /// The soft mask `r * ones + (1 - r) * tril(ones)` for `n` tokens; `None` when r = 1 (all ones).
@@ -93,7 +130,7 @@ pub struct Illama {
 
 impl Illama {
     /// Builds the network, taking (or, for a VarMap, creating) every parameter from `vb`.
-    pub fn new(config: IllamaConfig, drop_path_rate: f64, vb: VarBuilder) -> Result<Self> {
+    pub fn new(config: IllamaConfig, vb: VarBuilder) -> Result<Self> {
         config.validate().map_err(candle_core::Error::msg)?;
         let c = config;
         let fan_in = c.in_chans * c.patch_size * c.patch_size;
@@ -115,15 +152,7 @@ impl Illama {
             crate::init::trunc_normal(0.02),
         )?;
         let blocks = (0..c.depth)
-            .map(|i| {
-                // torch.linspace(0, drop_path, depth)[i]
-                let rate = if c.depth > 1 {
-                    drop_path_rate * i as f64 / (c.depth - 1) as f64
-                } else {
-                    0.0
-                };
-                Block::new(&c, rate, vb.pp("blocks").pp(i))
-            })
+            .map(|i| Block::new(&c, vb.pp("blocks").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(c.dim, NORM_EPS, vb.pp("norm"))?;
         let head = crate::layers::linear(c.dim, c.num_classes, true, vb.pp("head"))?;
@@ -140,6 +169,28 @@ impl Illama {
             rope,
             soft_mask_rate: 0.0,
         })
+    }
+
+    /// A network to train: f32 parameters in candle `Var`s, initialised as the reference does
+    /// from `seed` ([`crate::init::seeded_init`]), returned with their state-dict names (sorted).
+    pub fn trainable(
+        config: IllamaConfig,
+        device: &Device,
+        seed: u64,
+    ) -> Result<(Illama, Vec<(String, candle_core::Var)>)> {
+        let varmap = candle_nn::VarMap::new();
+        let model = Illama::new(config, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        let mut named: Vec<(String, candle_core::Var)> = varmap
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::msg("variable map poisoned"))?
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let c = &model.config;
+        crate::init::seeded_init(&named, c.in_chans * c.patch_size * c.patch_size, seed)?;
+        Ok((model, named))
     }
 
     pub fn device(&self) -> &Device {
@@ -170,8 +221,20 @@ impl Illama {
             .broadcast_add(&self.patch_bias)
     }
 
-    /// Logits for normalised images [B, 3, S, S], with soft-mask rate `r`.
-    pub fn forward_with(&self, images: &Tensor, r: f64, train: bool) -> Result<Tensor> {
+    /// Logits for normalised images [B, 3, S, S], with soft-mask rate `r` (inference: fused
+    /// kernels, no stochastic depth).
+    pub fn forward_with(&self, images: &Tensor, r: f64) -> Result<Tensor> {
+        self.run(images, r, None)
+    }
+
+    /// Training logits: only differentiable ops (candle's fused softmax and RMSNorm kernels have
+    /// no backward), with stochastic depth as `drop` says.
+    pub fn forward_train(&self, images: &Tensor, r: f64, drop: DropPath) -> Result<Tensor> {
+        self.run(images, r, Some(drop))
+    }
+
+    fn run(&self, images: &Tensor, r: f64, drop: Option<DropPath>) -> Result<Tensor> {
+        let train = drop.is_some();
         let images = images.to_dtype(self.dtype())?;
         let x = self.patch_embed(&images)?;
         let b = x.dim(0)?;
@@ -179,8 +242,11 @@ impl Illama {
         let mut x = Tensor::cat(&[&x, &cls], 1)?.broadcast_add(&self.pos_embed)?;
         let n = x.dim(1)?;
         let mask = soft_mask(n, r, self.device(), self.dtype())?;
-        for block in &self.blocks {
-            x = block.forward(&x, &self.rope, mask.as_ref(), train)?;
+        let rates = drop.map(|d| d.block_rates(self.blocks.len()));
+        let mut rng = ChaCha8Rng::seed_from_u64(drop.map_or(0, |d| d.seed));
+        for (i, block) in self.blocks.iter().enumerate() {
+            let drop = rates.as_ref().map(|r| (r[i], &mut rng));
+            x = block.forward(&x, &self.rope, mask.as_ref(), drop)?;
         }
         let x = self.norm.forward(&x, !train)?;
         let last = x.narrow(1, n - 1, 1)?.squeeze(1)?;
@@ -189,7 +255,7 @@ impl Illama {
 
     /// Inference logits at the model's soft-mask rate.
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
-        self.forward_with(images, self.soft_mask_rate, false)
+        self.forward_with(images, self.soft_mask_rate)
     }
 }
 
@@ -200,7 +266,8 @@ mod tests {
     #[test]
     fn drop_path_zeroes_whole_samples_and_rescales_survivors() {
         let x = Tensor::ones((2000, 3, 4), DType::F32, &Device::Cpu).unwrap();
-        let y = drop_path(&x, 0.25, true).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let y = drop_path(&x, 0.25, &mut rng).unwrap();
         let per_sample: Vec<Vec<f32>> = y.flatten_from(1).unwrap().to_vec2().unwrap();
         let mut dropped = 0;
         for s in &per_sample {
@@ -217,9 +284,32 @@ mod tests {
         }
         let rate = dropped as f64 / 2000.0;
         assert!((rate - 0.25).abs() < 0.05, "drop rate {rate}");
-        // Inference leaves the branch alone.
-        let z = drop_path(&x, 0.25, false).unwrap();
+        // The same seed gives the same masks.
+        let again = drop_path(&x, 0.25, &mut ChaCha8Rng::seed_from_u64(3)).unwrap();
+        assert_eq!(
+            (y - again)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+            0.0
+        );
+        // A rate of 0 leaves the branch alone.
+        let z = drop_path(&x, 0.0, &mut rng).unwrap();
         assert_eq!(z.sum_all().unwrap().to_scalar::<f32>().unwrap(), 24000.0);
+    }
+
+    #[test]
+    fn block_rates_rise_linearly_from_zero() {
+        let d = DropPath { rate: 0.4, seed: 0 };
+        assert_eq!(d.block_rates(1), vec![0.0]);
+        let r = d.block_rates(5);
+        assert_eq!(r[0], 0.0);
+        assert!((r[2] - 0.2).abs() < 1e-15);
+        assert_eq!(r[4], 0.4);
     }
 
     #[test]

@@ -18,7 +18,6 @@ fn trainable(config: IllamaConfig) -> HashMap<String, Var> {
     let varmap = VarMap::new();
     Illama::new(
         config,
-        0.0,
         VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
     )
     .unwrap();

@@ -50,7 +50,7 @@ fn check(weights: &Path, config: Option<IllamaConfig>, case_name: &str, sizes: &
             .unwrap();
         for r in ["0.0", "0.5", "1.0"] {
             let want = &cases[&format!("logits_{size}_r{r}")];
-            let got = model.forward_with(&x, r.parse().unwrap(), false).unwrap();
+            let got = model.forward_with(&x, r.parse().unwrap()).unwrap();
             let diff = max_abs_diff(&got, want);
             assert!(
                 diff <= 1e-4,

@@ -360,7 +360,14 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
     progress.begin("selecting", total);
     let policy = OutputPolicy::new(opts.force).protect(teacher.files());
     let mut file = AtomicFile::create(&output, &policy)?;
-    let bytes = write_file(&output, file.file(), opts.format, tensors, &metadata, None)?;
+    let bytes = write_file(
+        &output,
+        file.file(),
+        opts.format,
+        tensors,
+        &metadata,
+        &Default::default(),
+    )?;
     let output = file.commit()?;
     progress.end();
 

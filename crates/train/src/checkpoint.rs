@@ -10,6 +10,7 @@
 use crate::optim::AdamW;
 use candle_core::{DType, Device, Tensor, Var};
 use illama_formats::convert::{write_file, TargetFormat};
+use illama_formats::torch::PthLayout;
 use illama_formats::{AtomicFile, DType as FileDType, OutTensor, OutputPolicy, TensorStore};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +37,9 @@ pub struct TrainerState {
     /// Best validation top-1 so far (for `checkpoint-best` across a resume).
     #[serde(default)]
     pub best_acc1: Option<f64>,
+    /// Best validation top-1 of the EMA weights, when they are evaluated.
+    #[serde(default)]
+    pub best_acc1_ema: Option<f64>,
 }
 
 fn f32_bytes(t: &Tensor) -> candle_core::Result<Vec<u8>> {
@@ -90,7 +94,37 @@ pub fn save(
         TargetFormat::Safetensors,
         tensors,
         &metadata,
-        None,
+        &Default::default(),
+    )?;
+    file.commit()?;
+    Ok(())
+}
+
+/// Writes the model weights of `opt` as a `.pth` in the reference's checkpoint layout,
+/// `{'model': state_dict, 'epoch': epoch}`, which `torch.load(weights_only=True)` and the
+/// reference's `--resume` read.
+pub fn save_model_pth(
+    path: &Path,
+    policy: &OutputPolicy,
+    opt: &AdamW,
+    epoch: u64,
+) -> Result<(), CheckpointError> {
+    let tensors = opt
+        .params
+        .iter()
+        .map(|p| out(p.name.clone(), p.var.as_tensor()))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let mut file = AtomicFile::create(path, policy)?;
+    write_file(
+        path,
+        file.file(),
+        TargetFormat::Pth,
+        tensors,
+        &BTreeMap::new(),
+        &PthLayout {
+            wrap: Some("model"),
+            ints: &[("epoch", epoch as i64)],
+        },
     )?;
     file.commit()?;
     Ok(())

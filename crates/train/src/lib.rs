@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod clip;
+pub mod curves;
 pub mod epoch;
 pub mod eval;
 pub mod loss;

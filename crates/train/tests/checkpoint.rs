@@ -54,6 +54,7 @@ fn a_restored_run_continues_bit_for_bit() {
         seed: 7,
         args: serde_json::json!({"lr": 4e-3, "model": "tiny"}),
         best_acc1: Some(61.5),
+        best_acc1_ema: None,
     };
     save(&path, &OutputPolicy::new(false), &run, Some(&ema), &state).unwrap();
     // Without --force, the next save to the same path is refused.

@@ -42,6 +42,7 @@ fn a_tiny_model_learns_a_procedural_dataset() {
         lr: cosine(3e-3, 1e-5, epochs, steps, 2, 0.0, None).unwrap(),
         weight_decay: vec![0.05; total],
         soft_mask: vec![0.0; total],
+        drop_path: Vec::new(),
     };
     // Crops of at least a third of the image: the stripes of a 40 px image stay countable.
     let mut transform = TrainTransform::new(32, "none", 0.0).unwrap();
@@ -77,7 +78,10 @@ fn a_tiny_model_learns_a_procedural_dataset() {
                 smoothing: 0.1,
                 clip_grad: None,
                 ema_decay: 0.0,
+                seed: 0,
+                batches: steps,
             },
+            &mut |_| {},
         )
         .unwrap();
         first_loss.get_or_insert(stats.loss);

@@ -8,7 +8,7 @@ mod common;
 use candle_core::{Tensor, Var};
 use common::{golden, max_diff, trainable};
 use illama_arch::IllamaConfig;
-use illama_model::Illama;
+use illama_model::{DropPath, Illama};
 use illama_train::loss::soft_target_cross_entropy;
 use illama_train::optim::{AdamW, AdamWConfig};
 use std::collections::HashMap;
@@ -36,7 +36,9 @@ fn model_with_fixture_weights() -> (HashMap<String, Tensor>, Illama, Vec<(String
 fn loss_gradients_and_update_match_pytorch() {
     let (t, model, named) = model_with_fixture_weights();
 
-    let logits = model.forward_with(&t["input"], 0.5, true).unwrap();
+    let logits = model
+        .forward_train(&t["input"], 0.5, DropPath::default())
+        .unwrap();
     let loss = soft_target_cross_entropy(&logits, &t["targets"]).unwrap();
     let want = t["loss"].flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
     let got = loss.to_scalar::<f32>().unwrap();
@@ -74,7 +76,7 @@ fn accumulated_and_clipped_step_matches_pytorch() {
     // update_freq 2: each micro-batch's loss divided by 2, gradients summed.
     let mut sum: Vec<Option<Tensor>> = vec![None; named.len()];
     for x in [&t["input"], &t["accum.input2"]] {
-        let logits = model.forward_with(x, 0.5, true).unwrap();
+        let logits = model.forward_train(x, 0.5, DropPath::default()).unwrap();
         let loss = (soft_target_cross_entropy(&logits, &t["targets"]).unwrap() / 2.0).unwrap();
         let grads = loss.backward().unwrap();
         for ((_, v), acc) in named.iter().zip(sum.iter_mut()) {

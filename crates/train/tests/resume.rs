@@ -13,7 +13,7 @@ use illama_data::{Dataset, LoaderOptions};
 use illama_model::Illama;
 use illama_train::epoch::Schedules;
 use illama_train::optim::{AdamW, AdamWConfig};
-use illama_train::run::{run, RunOptions};
+use illama_train::run::{run, Resume, RunOptions};
 use illama_train::schedule::cosine;
 use std::path::Path;
 
@@ -40,6 +40,7 @@ fn train(dir: &Path, data: &Path, epochs: u64, init: u64) -> (AdamW, Vec<String>
         lr: cosine(2e-3, 1e-5, 3, steps, 1, 0.0, None).unwrap(),
         weight_decay: vec![0.05; total],
         soft_mask: illama_train::schedule::linspace(1.0, 0.0, total),
+        drop_path: vec![0.2; total],
     };
     let mixup = Mixup::new(0.8, 1.0, 1.0, 0.5, 0.1, 4).unwrap();
     let opts = RunOptions {
@@ -52,7 +53,10 @@ fn train(dir: &Path, data: &Path, epochs: u64, init: u64) -> (AdamW, Vec<String>
         clip_grad: Some(1.0),
         ema_decay: 0.9,
         keep_checkpoints: 2,
+        eval: true,
         eval_ema: true,
+        pth_copies: true,
+        resume: Resume::Auto,
         loader: LoaderOptions {
             batch_size: 8,
             workers: 2,
@@ -73,12 +77,12 @@ fn train(dir: &Path, data: &Path, epochs: u64, init: u64) -> (AdamW, Vec<String>
         &mut opt,
         Some(&mut ema),
         &train,
-        &val,
+        Some(&val),
         &transform,
         Some(&mixup),
         &schedules,
         &opts,
-        |_| {},
+        &mut (),
     )
     .unwrap();
     let log = std::fs::read_to_string(dir.join("log.txt")).unwrap_or_default();

@@ -1,8 +1,7 @@
 //! Helpers shared by the train crate's tests: golden files and tensor comparison.
 #![allow(dead_code)]
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Device, Tensor, Var};
 use illama_arch::IllamaConfig;
 use illama_model::Illama;
 use std::collections::HashMap;
@@ -99,20 +98,5 @@ pub fn deterministic_init(named: &[(String, Var)], seed: u64) {
 
 /// A trainable model and its parameters, sorted by name.
 pub fn trainable(config: IllamaConfig) -> (Illama, Vec<(String, Var)>) {
-    let varmap = VarMap::new();
-    let model = Illama::new(
-        config,
-        0.0,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    let mut named: Vec<(String, Var)> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    (model, named)
+    Illama::trainable(config, &Device::Cpu, 0).unwrap()
 }
