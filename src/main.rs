@@ -31,8 +31,7 @@ enum Command {
     Logits(commands::logits::Args),
     Verify(commands::verify::Args),
     Predict(commands::predict::Args),
-    /// Fine-tune iLLaMA on ImageNet with the paper's recipe (not available yet).
-    Finetune(commands::unavailable::Args),
+    Finetune(Box<commands::finetune::Args>),
     /// Run the whole pipeline on bundled data (not available yet).
     Quickstart(commands::unavailable::Args),
 }
@@ -52,7 +51,7 @@ fn main() -> ExitCode {
         Command::Logits(a) => commands::logits::run(a),
         Command::Verify(a) => commands::verify::run(a),
         Command::Predict(a) => commands::predict::run(a),
-        Command::Finetune(_) => return commands::unavailable::run("finetune"),
+        Command::Finetune(a) => commands::finetune::run(*a),
         Command::Quickstart(_) => return commands::unavailable::run("quickstart"),
     };
     for n in illama_formats::output::take_notices() {

@@ -1,4 +1,5 @@
 pub mod convert;
+pub mod finetune;
 pub mod inspect;
 pub mod logits;
 pub mod predict;

@@ -14,7 +14,7 @@ pub mod pos_embed;
 
 pub use init_from::{init_from, InitReport};
 pub use load::{
-    infer_config, load, parse_device, read_tensors, LoadError, LoadOptions, LoadReport,
+    config_of, infer_config, load, parse_device, read_tensors, LoadError, LoadOptions, LoadReport,
 };
 pub use model::{soft_mask, Block, DropPath, Illama, NORM_EPS};
 

@@ -181,14 +181,35 @@ pub fn infer_config(
     }
 }
 
-/// Reads `"heads": N` from a JSON config string without a JSON dependency in this crate.
+/// Reads the number of heads from a JSON architecture recorded in a file's metadata
+/// (`student.config` of `select`'s output, `illama.config`).
 fn serde_json_heads(json: &str) -> Option<usize> {
-    let at = json.find("\"heads\"")?;
-    let rest = json[at + 7..].trim_start().strip_prefix(':')?.trim_start();
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    v.get("heads")?
+        .as_u64()
+        .map(|h| h as usize)
+        .filter(|&h| h > 0)
+}
+
+/// The architecture of the weights in `path` (entry `key`), for starting a training run from
+/// them: the one recorded in its metadata (`select`'s `student.config`), else the one its
+/// tensors' shapes describe (see [`infer_config`]). `None` when neither tells.
+pub fn config_of(
+    path: &Path,
+    key: Option<&str>,
+) -> Result<Option<(IllamaConfig, String)>, LoadError> {
+    let (map, store) = read_tensors(path, key)?;
+    let meta = store.metadata();
+    for k in ["student.config", "illama.config"] {
+        if let Some(c) = meta
+            .get(k)
+            .and_then(|j| serde_json::from_str::<IllamaConfig>(j).ok())
+            .filter(|c| c.validate().is_ok())
+        {
+            return Ok(Some((c, format!("the file's {k}"))));
+        }
+    }
+    Ok(infer_config(&map, meta).ok().filter(|(c, _)| c.heads > 0))
 }
 
 /// Loads a model for inference: every expected tensor present with its shape, nothing else.

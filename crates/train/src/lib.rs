@@ -6,6 +6,7 @@ pub mod clip;
 pub mod curves;
 pub mod epoch;
 pub mod eval;
+pub mod finetune;
 pub mod loss;
 pub mod metrics;
 pub mod optim;

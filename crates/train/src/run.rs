@@ -34,6 +34,8 @@ pub enum RunError {
     Sampler(#[from] illama_data::SamplerError),
     #[error(transparent)]
     Format(#[from] illama_formats::FormatError),
+    #[error("{0}")]
+    OutputDir(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -74,6 +76,9 @@ pub struct RunOptions {
     /// (`{'model': state_dict, 'epoch': N}`).
     pub pth_copies: bool,
     pub resume: Resume,
+    /// What the run reads (images, initial weights): never written over, never a parent of the
+    /// output folder.
+    pub inputs: Vec<PathBuf>,
     pub loader: LoaderOptions,
     /// The arguments to record in checkpoints.
     pub args: serde_json::Value,
@@ -165,6 +170,56 @@ pub fn read_log(dir: &Path) -> Vec<EpochLog> {
 
 const LOG: &str = "log.txt";
 
+/// The file that marks a folder as a training run's output: the run writes only into folders
+/// it made or marked, so that it never appends to, rewrites or replaces files of another tool.
+pub const RUN_MARKER: &str = ".illama-tools-run";
+
+/// Makes `dir` a run's output folder, or checks that it is one. Refused: a folder that holds
+/// (or is inside) one of `inputs` (the images, the initial weights), and an unmarked folder that
+/// already holds a file with a name the run writes (`log.txt`, `curves.svg`, `checkpoint-*`).
+pub fn prepare_output_dir(dir: &Path, inputs: &[&Path]) -> Result<(), RunError> {
+    let io = |source| RunError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let here = std::fs::canonicalize(dir).map_err(io)?;
+    for input in inputs {
+        let Ok(input) = std::fs::canonicalize(input) else {
+            continue;
+        };
+        if input.is_dir() && (here.starts_with(&input) || input.starts_with(&here)) {
+            return Err(RunError::OutputDir(format!(
+                "{}: the output folder would hold or sit inside the input {}; choose another --output-dir",
+                dir.display(),
+                input.display()
+            )));
+        }
+    }
+    if here.join(RUN_MARKER).is_file() {
+        return Ok(());
+    }
+    let ours = |name: &str| {
+        name == LOG
+            || name == "curves.svg"
+            || (name.starts_with("checkpoint-")
+                && (name.ends_with(".safetensors") || name.ends_with(".pth")))
+    };
+    for e in std::fs::read_dir(&here).map_err(io)?.flatten() {
+        if let Some(name) = e.file_name().to_str().filter(|n| ours(n)) {
+            return Err(RunError::OutputDir(format!(
+                "{}: holds {name}, which this tool did not write (no {RUN_MARKER} file); choose another --output-dir",
+                dir.display()
+            )));
+        }
+    }
+    std::fs::write(
+        here.join(RUN_MARKER),
+        "This folder holds the output of `illama-tools finetune`.\n",
+    )
+    .map_err(io)
+}
+
 /// Runs (or resumes) training. `ema` holds EMA copies of the parameters when EMA is on.
 ///
 /// Per epoch, in this order: train; evaluate; append the line to `log.txt`; write
@@ -188,7 +243,8 @@ pub fn run(
         let path = path.to_path_buf();
         move |source| RunError::Io { path, source }
     };
-    std::fs::create_dir_all(&o.output_dir).map_err(io(&o.output_dir))?;
+    let inputs: Vec<&Path> = o.inputs.iter().map(PathBuf::as_path).collect();
+    prepare_output_dir(&o.output_dir, &inputs)?;
     let sampler = EpochSampler::new(train.samples.len(), o.batch_size, o.seed)?;
     let steps_per_epoch = (sampler.batches_per_epoch() / o.update_freq.max(1)) as u64;
     let mut summary = RunSummary::default();
@@ -218,7 +274,8 @@ pub fn run(
     rewrite_log(&o.output_dir, &history)?;
     let n_parameters = opt.params.iter().map(|p| p.var.elem_count()).sum();
     let eval_t = EvalTransform::new(transform.size())?;
-    let policy = OutputPolicy::new(true);
+    // Checkpoints of earlier epochs are replaced (a resumed run rewrites them); inputs never.
+    let policy = OutputPolicy::new(true).protect(&o.inputs);
     for epoch in first_epoch..o.epochs {
         // Whole optimiser steps only, as the reference skips the batches of an incomplete step.
         let mut plan = Plan::epoch(&sampler, epoch);

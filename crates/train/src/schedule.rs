@@ -79,14 +79,16 @@ pub fn cosine(
 
 /// `--mask-mode`: `standard` keeps the soft-mask rate all run; `soft` uses it for the first
 /// `--cutoff-soft` epochs, then 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MaskMode {
     Standard,
     Soft,
 }
 
 /// How a rate goes during its early epochs: constant, or linearly down to 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EarlySchedule {
     Constant,
     Linear,
@@ -94,7 +96,8 @@ pub enum EarlySchedule {
 
 /// `--drop-mode`: `standard` constant; `early` the rate until the cutoff epoch, then 0; `late` 0
 /// until the cutoff epoch, then the rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DropMode {
     Standard,
     Early,

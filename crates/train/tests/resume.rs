@@ -57,6 +57,7 @@ fn train(dir: &Path, data: &Path, epochs: u64, init: u64) -> (AdamW, Vec<String>
         eval_ema: true,
         pth_copies: true,
         resume: Resume::Auto,
+        inputs: vec![data.to_path_buf()],
         loader: LoaderOptions {
             batch_size: 8,
             workers: 2,
