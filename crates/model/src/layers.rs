@@ -2,7 +2,7 @@
 //! training (candle's fused kernels record no gradient), and may use a fused kernel when not.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// RMSNorm computed in f32, cast back to the input dtype, then scaled (the reference order).
 #[derive(Debug, Clone)]
@@ -24,6 +24,9 @@ impl RmsNorm {
         let dtype = x.dtype();
         if fused && dtype == DType::F32 {
             return candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32);
+        }
+        if crate::fused::applies(x) {
+            return crate::fused::rms_norm(x, &self.weight, self.eps);
         }
         let xf = x.to_dtype(DType::F32)?;
         let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
@@ -71,7 +74,9 @@ impl Rope {
     pub fn apply(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let dtype = x.dtype();
         let xf = x.to_dtype(DType::F32)?;
-        let out = if train {
+        let out = if train && crate::fused::applies(&xf) {
+            crate::fused::rope_i(&xf, &self.cos, &self.sin)?
+        } else if train {
             candle_nn::rotary_emb::rope_i_slow(&xf, &self.cos, &self.sin)?
         } else {
             candle_nn::rotary_emb::rope_i(&xf.contiguous()?, &self.cos, &self.sin)?
@@ -122,6 +127,14 @@ impl Attention {
         // preset) and within an ulp otherwise, and touches N*hd values instead of N*N.
         let q = (q * self.scale)?.contiguous()?;
         let attn = q.matmul(&k.contiguous()?.t()?)?;
+        if train && crate::fused::applies(&attn) {
+            let mask = mask
+                .map(|m| m.flatten_all()?.to_vec1::<f32>())
+                .transpose()?;
+            let attn = crate::fused::softmax_mask(&attn, mask.as_deref())?;
+            let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+            return self.proj.forward(&out);
+        }
         let attn = if train {
             candle_nn::ops::softmax(&attn, D::Minus1)?
         } else {
@@ -154,8 +167,47 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.fc1.forward(x)?.silu()?;
-        self.fc2.forward(&(gate * self.fc3.forward(x)?)?)
+        let (a, b) = (self.fc1.forward(x)?, self.fc3.forward(x)?);
+        let gated = if crate::fused::applies(&a) {
+            crate::fused::swiglu(&a, &b)?
+        } else {
+            (a.silu()? * b)?
+        };
+        self.fc2.forward(&gated)
+    }
+}
+
+/// `x W^T + b` over the last axis. Unlike `candle_nn::Linear`, which multiplies each batch
+/// element by a broadcast copy of `W`, the leading axes are folded into one matrix: one large
+/// matmul forward, and in backward one matmul for `dW` instead of a per-sample product and a
+/// sum over the batch.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Linear {
+        Linear { weight, bias }
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let input = *dims.last().unwrap_or(&0);
+        let rows = x.elem_count() / input.max(1);
+        let y = x.reshape((rows, input))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut shape = dims.to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = self.weight.dim(0)?;
+        }
+        y.reshape(shape)
     }
 }
 

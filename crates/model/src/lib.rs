@@ -5,6 +5,7 @@
 //! This crate owns the network and its weights. It knows nothing of images on disk, datasets or
 //! training schedules; it uses `arch` for shapes and `formats` for files.
 
+pub mod fused;
 pub mod init;
 mod init_from;
 pub mod layers;

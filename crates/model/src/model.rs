@@ -1,9 +1,9 @@
 //! The iLLaMA network: patch embedding, class token appended LAST, learned positions, LLaMA
 //! blocks with a soft causal mask, RMSNorm, and a head on the last token.
 
-use crate::layers::{Attention, Mlp, RmsNorm, Rope};
+use crate::layers::{Attention, Linear, Mlp, RmsNorm, Rope};
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use illama_arch::IllamaConfig;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -216,9 +216,12 @@ impl Illama {
             .reshape((b, ch, gh, p, gw, p))?
             .permute((0, 2, 4, 1, 3, 5))?
             .reshape((b, gh * gw, ch * p * p))?;
+        let d = self.patch_weight.dim(0)?;
         patches
-            .broadcast_matmul(&self.patch_weight.t()?)?
-            .broadcast_add(&self.patch_bias)
+            .reshape((b * gh * gw, ch * p * p))?
+            .matmul(&self.patch_weight.t()?)?
+            .broadcast_add(&self.patch_bias)?
+            .reshape((b, gh * gw, d))
     }
 
     /// Logits for normalised images [B, 3, S, S], with soft-mask rate `r` (inference: fused
