@@ -32,8 +32,7 @@ enum Command {
     Verify(commands::verify::Args),
     Predict(commands::predict::Args),
     Finetune(Box<commands::finetune::Args>),
-    /// Run the whole pipeline on bundled data (not available yet).
-    Quickstart(commands::unavailable::Args),
+    Quickstart(commands::quickstart::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,7 +51,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => commands::verify::run(a),
         Command::Predict(a) => commands::predict::run(a),
         Command::Finetune(a) => commands::finetune::run(*a),
-        Command::Quickstart(_) => return commands::unavailable::run("quickstart"),
+        Command::Quickstart(a) => commands::quickstart::run(a),
     };
     for n in illama_formats::output::take_notices() {
         eprintln!("note: {n}");

@@ -3,8 +3,8 @@ pub mod finetune;
 pub mod inspect;
 pub mod logits;
 pub mod predict;
+pub mod quickstart;
 pub mod select;
-pub mod unavailable;
 pub mod verify;
 
 /// `1.5 GB`-style sizes for people.

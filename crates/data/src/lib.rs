@@ -10,6 +10,7 @@ pub mod dataset;
 pub mod decode;
 pub mod loader;
 pub mod mix;
+pub mod procedural;
 pub mod resize;
 pub mod sampler;
 pub mod train;
