@@ -1,7 +1,7 @@
 //! Training checkpoints: everything a run needs to continue exactly where it stopped (weights,
 //! EMA weights, AdamW moments and per-parameter step counts, the trainer's position and
 //! arguments) in one safetensors file, written through the project's output policy (atomic, never
-//! over an input). This is the only place the trainer touches file formats.
+//! over an input). This is where the trainer reads and writes tensors.
 //!
 //! Layout: tensors `model.<name>`, `ema.<name>`, `optim.exp_avg.<name>`,
 //! `optim.exp_avg_sq.<name>` (f32); metadata `trainer.state` (JSON of [`TrainerState`]) and
