@@ -77,7 +77,7 @@ fn remove_partial_outputs_on_signals() {
             for n in illama_formats::output::take_notices() {
                 eprintln!("note: {n}");
             }
-            for p in illama_formats::output::remove_partial_outputs() {
+            for p in illama_formats::output::stop_outputs() {
                 eprintln!("interrupted: removed the unfinished {}", p.display());
             }
             let _ = signal_hook::low_level::emulate_default_handler(sig);

@@ -10,7 +10,7 @@
 //! - a file or directory appears at its path only once complete: it is written under a hidden
 //!   temporary name beside its destination (`.illama-tools-<pid>-<random>.partial`) and renamed
 //!   into place. The temporaries of a run that is interrupted by a signal are removed by
-//!   [`remove_partial_outputs`] (the binary calls it from its signal handler); those of a run that
+//!   [`stop_outputs`] (the binary calls it from its signal handler); those of a run that
 //!   was killed outright are removed by the next run that writes to the same folder, once no
 //!   process with their pid is alive.
 
@@ -231,11 +231,26 @@ fn parent_of(dest: &Path) -> PathBuf {
 
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 static NOTICES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Set by [`stop_outputs`]: no new temporary may be created.
+static CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-fn register(p: &Path) {
-    LIVE.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(p.to_path_buf());
+/// Creates a temporary with `make` and registers it, holding the registry's lock throughout:
+/// a signal handler (which takes the same lock) then either runs before the file exists or sees
+/// it registered, never a file that exists unregistered.
+fn create_registered<T>(
+    make: impl FnOnce() -> std::io::Result<T>,
+    path_of: impl Fn(&T) -> &Path,
+) -> std::io::Result<T> {
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    if CLOSED.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            "the process is stopping",
+        ));
+    }
+    let t = make()?;
+    live.push(path_of(&t).to_path_buf());
+    Ok(t)
 }
 
 fn unregister(p: &Path) {
@@ -248,8 +263,15 @@ fn notice(s: String) {
     NOTICES.lock().unwrap_or_else(|e| e.into_inner()).push(s);
 }
 
-/// Removes every temporary output of this process that is still being written. For signal
-/// handlers: after it, the process must exit without committing anything.
+/// For signal handlers: refuses every temporary output from now on, then removes those still
+/// being written (so that no other thread can start one between the removal and the exit).
+/// After it, the process must exit without committing anything.
+pub fn stop_outputs() -> Vec<PathBuf> {
+    CLOSED.store(true, std::sync::atomic::Ordering::SeqCst);
+    remove_partial_outputs()
+}
+
+/// Removes every temporary output of this process that is still being written.
 pub fn remove_partial_outputs() -> Vec<PathBuf> {
     let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
     for p in &live {
@@ -332,12 +354,16 @@ impl AtomicFile {
         policy.check_file(dest)?;
         let dir = parent_of(dest);
         sweep_stale(&dir);
-        let tmp = tempfile::Builder::new()
-            .prefix(&temp_prefix())
-            .suffix(TMP_SUFFIX)
-            .tempfile_in(&dir)
-            .map_err(|e| FormatError::io(&dir, e))?;
-        register(tmp.path());
+        let tmp = create_registered(
+            || {
+                tempfile::Builder::new()
+                    .prefix(&temp_prefix())
+                    .suffix(TMP_SUFFIX)
+                    .tempfile_in(&dir)
+            },
+            |t| t.path(),
+        )
+        .map_err(|e| FormatError::io(&dir, e))?;
         Ok(AtomicFile {
             tmp: Some(tmp),
             dest: dest.to_path_buf(),
@@ -389,12 +415,16 @@ impl AtomicDir {
         policy.check_dir(dest)?;
         let dir = parent_of(dest);
         sweep_stale(&dir);
-        let tmp = tempfile::Builder::new()
-            .prefix(&temp_prefix())
-            .suffix(TMP_SUFFIX)
-            .tempdir_in(&dir)
-            .map_err(|e| FormatError::io(&dir, e))?;
-        register(tmp.path());
+        let tmp = create_registered(
+            || {
+                tempfile::Builder::new()
+                    .prefix(&temp_prefix())
+                    .suffix(TMP_SUFFIX)
+                    .tempdir_in(&dir)
+            },
+            |t| t.path(),
+        )
+        .map_err(|e| FormatError::io(&dir, e))?;
         Ok(AtomicDir {
             tmp: Some(tmp),
             dest: dest.to_path_buf(),

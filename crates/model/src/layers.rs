@@ -114,6 +114,9 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, n, c) = x.dims3()?;
         let hd = c / self.heads;
+        if train && crate::fused::applies(x) {
+            return self.forward_train(x, rope, mask);
+        }
         // [B, N, 3, H, hd] -> [3, B, H, N, hd]
         let qkv = self
             .qkv
@@ -127,14 +130,6 @@ impl Attention {
         // preset) and within an ulp otherwise, and touches N*hd values instead of N*N.
         let q = (q * self.scale)?.contiguous()?;
         let attn = q.matmul(&k.contiguous()?.t()?)?;
-        if train && crate::fused::applies(&attn) {
-            let mask = mask
-                .map(|m| m.flatten_all()?.to_vec1::<f32>())
-                .transpose()?;
-            let attn = crate::fused::softmax_mask(&attn, mask.as_deref())?;
-            let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
-            return self.proj.forward(&out);
-        }
         let attn = if train {
             candle_nn::ops::softmax(&attn, D::Minus1)?
         } else {
@@ -144,6 +139,40 @@ impl Attention {
             Some(m) => attn.broadcast_mul(m)?,
             None => attn,
         };
+        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        self.proj.forward(&out)
+    }
+}
+
+impl Attention {
+    /// The training path on the CPU in f32: q, k and v from three slices of the qkv weight (the
+    /// backward of slicing the fused activation would pad three full-size gradients with zeros),
+    /// and the fused kernels for RoPE and softmax-then-mask.
+    fn forward_train(&self, x: &Tensor, rope: &Rope, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, n, c) = x.dims3()?;
+        let hd = c / self.heads;
+        let part = |i: usize| -> Result<Tensor> {
+            let w = self.qkv.weight.narrow(0, i * c, c)?;
+            let bias = self
+                .qkv
+                .bias
+                .as_ref()
+                .map(|b| b.narrow(0, i * c, c))
+                .transpose()?;
+            Linear::new(w, bias)
+                .forward(x)?
+                .reshape((b, n, self.heads, hd))?
+                .transpose(1, 2)
+        };
+        let q = crate::fused::rope_i(&part(0)?, &rope.cos, &rope.sin)?;
+        let k = crate::fused::rope_i(&part(1)?, &rope.cos, &rope.sin)?;
+        let v = part(2)?.contiguous()?;
+        let q = (q * self.scale)?;
+        let attn = q.matmul(&k.t()?)?;
+        let mask = mask
+            .map(|m| m.flatten_all()?.to_vec1::<f32>())
+            .transpose()?;
+        let attn = crate::fused::softmax_mask(&attn, mask.as_deref())?;
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
         self.proj.forward(&out)
     }
