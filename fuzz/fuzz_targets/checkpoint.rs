@@ -21,8 +21,8 @@ fn scratch_path() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     // A fixed per-process path; the `.bin` extension keeps `open` off its index-json branch.
     PATH.get_or_init(|| {
-        PathBuf::from(format!(
-            "/tmp/illama-fuzz-checkpoint-{}.bin",
+        std::env::temp_dir().join(format!(
+            "illama-fuzz-checkpoint-{}.bin",
             std::process::id()
         ))
     })

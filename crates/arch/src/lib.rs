@@ -21,6 +21,25 @@ pub struct IllamaConfig {
     pub img_size: usize,
 }
 
+/// The metadata key under which `select` records the student's architecture (an
+/// [`IllamaConfig`] as JSON) in its output, so that later commands need no `--model`.
+pub const STUDENT_CONFIG_KEY: &str = "student.config";
+
+/// Metadata keys that may hold an [`IllamaConfig`] as JSON, in the order they are tried.
+pub const CONFIG_METADATA_KEYS: [&str; 2] = [STUDENT_CONFIG_KEY, "illama.config"];
+
+impl IllamaConfig {
+    /// The architecture recorded in a file's metadata (see [`CONFIG_METADATA_KEYS`]), if one
+    /// is there and valid.
+    pub fn from_metadata(metadata: &std::collections::BTreeMap<String, String>) -> Option<Self> {
+        CONFIG_METADATA_KEYS.iter().find_map(|k| {
+            serde_json::from_str::<IllamaConfig>(metadata.get(*k)?)
+                .ok()
+                .filter(|c| c.validate().is_ok())
+        })
+    }
+}
+
 /// The largest input size accepted: 1024 px is 4096 patch tokens of 16 px, whose attention
 /// matrices already take 64 MiB per head and image in f32. The paper uses 224 and 384.
 pub const MAX_INPUT_SIZE: usize = 1024;

@@ -36,13 +36,28 @@ fn convert(from: DType, to: DType, src: &[u8], dst: &mut Vec<u8>) {
     }
 }
 
+/// Only floating-point tensors are cast (a tensor already of the target type passes through).
+fn check(from: DType, to: DType) -> crate::Result<()> {
+    if from == to || (from.is_float() && to.is_float()) {
+        Ok(())
+    } else {
+        Err(crate::FormatError::Invalid(format!(
+            "cannot cast {from} to {to}: only floating-point tensors are cast"
+        )))
+    }
+}
+
 /// Converts a whole buffer of `from` elements.
-pub fn cast_bytes(from: DType, to: DType, src: &[u8]) -> Vec<u8> {
+pub fn cast_bytes(from: DType, to: DType, src: &[u8]) -> crate::Result<Vec<u8>> {
+    check(from, to)?;
+    if from == to {
+        return Ok(src.to_vec());
+    }
     let mut out = Vec::with_capacity(src.len() / from.size() * to.size());
     for e in src.chunks_exact(from.size()) {
         convert(from, to, e, &mut out);
     }
-    out
+    Ok(out)
 }
 
 /// A writer that receives `from` elements and writes `to` elements to `inner`.
@@ -55,14 +70,16 @@ pub struct CastWriter<W: Write> {
 }
 
 impl<W: Write> CastWriter<W> {
-    pub fn new(inner: W, from: DType, to: DType) -> Self {
-        CastWriter {
+    /// A cast from `from` to `to`: both floating-point types, or the same type.
+    pub fn new(inner: W, from: DType, to: DType) -> crate::Result<Self> {
+        check(from, to)?;
+        Ok(CastWriter {
             inner,
             from,
             to,
             partial: Vec::new(),
             buf: Vec::new(),
-        }
+        })
     }
 }
 
@@ -106,14 +123,14 @@ mod tests {
         // 1 + 2^-11 is exactly halfway between two f16 values: ties go to even (1.0).
         let x = 1.0f32 + 2f32.powi(-11);
         assert_eq!(
-            cast_bytes(DType::F32, DType::F16, &x.to_le_bytes()),
+            cast_bytes(DType::F32, DType::F16, &x.to_le_bytes()).unwrap(),
             f16::ONE.to_le_bytes()
         );
         // f64 -> f16 goes through f32 as in torch: 1 + 2^-11 + 2^-40 first becomes the tie
         // 1 + 2^-11, which then rounds down to 1.0 (torch 2.15 gives 0x3c00 too).
         let y = 1.0f64 + 2f64.powi(-11) + 2f64.powi(-40);
         assert_eq!(
-            cast_bytes(DType::F64, DType::F16, &y.to_le_bytes()),
+            cast_bytes(DType::F64, DType::F16, &y.to_le_bytes()).unwrap(),
             f16::ONE.to_le_bytes()
         );
     }
@@ -124,10 +141,20 @@ mod tests {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        let mut w = CastWriter::new(Vec::new(), DType::F32, DType::BF16);
+        let mut w = CastWriter::new(Vec::new(), DType::F32, DType::BF16).unwrap();
         w.write_all(&vals[..5]).unwrap();
         w.write_all(&vals[5..]).unwrap();
-        assert_eq!(w.inner, cast_bytes(DType::F32, DType::BF16, &vals));
+        assert_eq!(w.inner, cast_bytes(DType::F32, DType::BF16, &vals).unwrap());
         assert_eq!(w.inner.len(), 6);
+    }
+
+    #[test]
+    fn integer_tensors_are_refused_not_a_panic() {
+        let ints = 7i64.to_le_bytes();
+        assert!(cast_bytes(DType::I64, DType::F16, &ints).is_err());
+        assert!(cast_bytes(DType::F32, DType::I64, &[0; 4]).is_err());
+        assert!(CastWriter::new(Vec::new(), DType::I64, DType::BF16).is_err());
+        // The same type passes through untouched, integers included.
+        assert_eq!(cast_bytes(DType::I64, DType::I64, &ints).unwrap(), ints);
     }
 }

@@ -536,7 +536,7 @@ fn out_tensors<'a>(
                 write: Box::new(move |w: &mut dyn Write| {
                     let advance =
                         |n: u64| progress.advance(n * to.size() as u64 / t.dtype.size() as u64);
-                    let mut cw = CastWriter::new(w, t.dtype, to);
+                    let mut cw = CastWriter::new(w, t.dtype, to)?;
                     store.copy_to(t, &mut cw, &advance)
                 }),
             }
@@ -710,7 +710,7 @@ fn verify(
             };
             // A mismatch surfaces as an I/O error of the comparing writer: report it as itself.
             store
-                .copy_to(src, &mut CastWriter::new(&mut cmp, src.dtype, to), &|_| {})
+                .copy_to(src, &mut CastWriter::new(&mut cmp, src.dtype, to)?, &|_| {})
                 .map_err(|e| match e {
                     FormatError::Io { source, .. }
                         if source.kind() == std::io::ErrorKind::InvalidData =>

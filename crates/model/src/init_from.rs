@@ -72,7 +72,8 @@ pub fn init_from(
                 return Err(bad(format!("pos_embed is {f:?}, the model's is {m:?}")));
             }
             let pos: Vec<f32> = file_p.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-            let resized = crate::pos_embed::interpolate(&pos, m[2], g_old, g_new);
+            let resized = crate::pos_embed::interpolate(&pos, m[2], g_old, g_new)
+                .map_err(|e| bad(e.to_string()))?;
             map.insert(
                 "pos_embed".into(),
                 Tensor::from_vec(resized, (1, g_new * g_new + 1, m[2]), &Device::Cpu)?,

@@ -122,11 +122,28 @@ fn dims(map: &HashMap<String, Tensor>, name: &str) -> Option<Vec<usize>> {
 }
 
 /// The architecture the tensors describe. Heads are not visible in shapes: they come from the
-/// file's metadata (`student.config`, written by `select`), else from the preset of that width.
+/// file's metadata (`student.config`, written by `select`), else from the preset of that width;
+/// with neither, an error that asks for `--model`.
 pub fn infer_config(
     map: &HashMap<String, Tensor>,
     metadata: &std::collections::BTreeMap<String, String>,
 ) -> Result<(IllamaConfig, String), String> {
+    let (base, heads) = infer_shapes(map, metadata)?;
+    heads.map(|(heads, how)| (IllamaConfig { heads, ..base }, how)).ok_or_else(|| {
+        format!(
+            "width {} matches no preset and the file records no architecture, so the number of heads is unknown: pass --model",
+            base.dim
+        )
+    })
+}
+
+/// Everything but the heads from the shapes (the returned config's `heads` is 1), and the heads
+/// with how they were found, when the metadata or a preset tells.
+#[allow(clippy::type_complexity)]
+fn infer_shapes(
+    map: &HashMap<String, Tensor>,
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<(IllamaConfig, Option<(usize, String)>), String> {
     let need = |name: &str| {
         dims(map, name).ok_or_else(|| format!("no tensor '{name}': not an iLLaMA checkpoint"))
     };
@@ -165,30 +182,20 @@ pub fn infer_config(
         num_classes: head[0],
         img_size: grid * patch_size,
     };
-    let from_meta = ["illama.config", "student.config"]
-        .iter()
-        .find_map(|k| metadata.get(*k))
-        .and_then(|j| serde_json_heads(j));
-    if let Some(heads) = from_meta {
+    if let Some(c) = IllamaConfig::from_metadata(metadata) {
         return Ok((
-            IllamaConfig { heads, ..base },
-            "shapes, and heads from the file's metadata".into(),
+            base,
+            Some((c.heads, "shapes, and heads from the file's metadata".into())),
         ));
     }
-    match Preset::ALL.iter().find(|p| p.config().dim == dim) {
-        Some(p) => Ok((IllamaConfig { heads: p.config().heads, ..base }, format!("shapes, {} heads as in the {} preset", p.config().heads, p.name()))),
-        None => Ok((IllamaConfig { heads: 0, ..base }, format!("shapes; width {dim} matches no preset, so the number of heads is unknown: pass --model"))),
-    }
-}
-
-/// Reads the number of heads from a JSON architecture recorded in a file's metadata
-/// (`student.config` of `select`'s output, `illama.config`).
-fn serde_json_heads(json: &str) -> Option<usize> {
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    v.get("heads")?
-        .as_u64()
-        .map(|h| h as usize)
-        .filter(|&h| h > 0)
+    let preset = Preset::ALL.iter().find(|p| p.config().dim == dim).map(|p| {
+        let heads = p.config().heads;
+        (
+            heads,
+            format!("shapes, {heads} heads as in the {} preset", p.name()),
+        )
+    });
+    Ok((base, preset))
 }
 
 /// The architecture of the weights in `path` (entry `key`), for starting a training run from
@@ -219,18 +226,17 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Illama, LoadReport), Loa
         path: path.to_path_buf(),
         why,
     };
-    let (inferred, how) = infer_config(&map, store.metadata()).map_err(&bad)?;
     let (config, config_source) = match opts.config {
         Some(c) => {
+            let (shapes, _) = infer_shapes(&map, store.metadata()).map_err(&bad)?;
             let c = IllamaConfig {
-                img_size: inferred.img_size,
-                num_classes: inferred.num_classes,
+                img_size: shapes.img_size,
+                num_classes: shapes.num_classes,
                 ..c
             };
             (c, "--model".to_string())
         }
-        None if inferred.heads == 0 => return Err(bad(how)),
-        None => (inferred, how),
+        None => infer_config(&map, store.metadata()).map_err(&bad)?,
     };
     let expected = config.state_dict_shapes();
     let expected_names: std::collections::HashSet<&str> =
@@ -280,7 +286,8 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Illama, LoadReport), Loa
                 .to_dtype(DType::F32)?
                 .flatten_all()?
                 .to_vec1()?;
-            let resized = crate::pos_embed::interpolate(&pos, config.dim, g_old, g_new);
+            let resized = crate::pos_embed::interpolate(&pos, config.dim, g_old, g_new)
+                .map_err(|e| bad(e.to_string()))?;
             map.insert(
                 "pos_embed".into(),
                 Tensor::from_vec(resized, (1, g_new * g_new + 1, config.dim), &Device::Cpu)?,

@@ -29,12 +29,35 @@ fn taps(input: usize, output: usize) -> Vec<([usize; 4], [f32; 4])> {
         .collect()
 }
 
+/// `pos_embed` values that are not the grid and width they are said to be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pos_embed holds {values} values, not {expected} ({grid}x{grid} patch rows and the class row, of width {dim}), or the new grid is empty")]
+pub struct PosEmbedSizeError {
+    pub values: usize,
+    pub expected: usize,
+    pub grid: usize,
+    pub dim: usize,
+}
+
 /// `pos` holds `g_old * g_old + 1` rows of `dim` values (patch rows in row-major grid order, then
 /// the class row). Returns `g_new * g_new + 1` rows.
-pub fn interpolate(pos: &[f32], dim: usize, g_old: usize, g_new: usize) -> Vec<f32> {
-    assert_eq!(pos.len(), (g_old * g_old + 1) * dim, "pos_embed size");
+pub fn interpolate(
+    pos: &[f32],
+    dim: usize,
+    g_old: usize,
+    g_new: usize,
+) -> Result<Vec<f32>, PosEmbedSizeError> {
+    let expected = (g_old * g_old + 1) * dim;
+    if pos.len() != expected || g_new == 0 {
+        return Err(PosEmbedSizeError {
+            values: pos.len(),
+            expected,
+            grid: g_old,
+            dim,
+        });
+    }
     if g_old == g_new {
-        return pos.to_vec();
+        return Ok(pos.to_vec());
     }
     let tap = taps(g_old, g_new);
     let at = |row: usize, col: usize, d: usize| pos[(row * g_old + col) * dim + d];
@@ -55,7 +78,7 @@ pub fn interpolate(pos: &[f32], dim: usize, g_old: usize, g_new: usize) -> Vec<f
         }
     }
     out.extend_from_slice(&pos[g_old * g_old * dim..]);
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -68,8 +91,14 @@ mod tests {
             assert!((w.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         }
         let pos = vec![0.25f32; (14 * 14 + 1) * 3];
-        let out = interpolate(&pos, 3, 14, 24);
+        let out = interpolate(&pos, 3, 14, 24).unwrap();
         assert_eq!(out.len(), (24 * 24 + 1) * 3);
         assert!(out.iter().all(|v| (v - 0.25).abs() < 1e-6));
+    }
+
+    #[test]
+    fn a_wrong_size_is_an_error_not_a_panic() {
+        assert!(interpolate(&[0.0; 10], 3, 14, 24).is_err());
+        assert!(interpolate(&[0.0; 15], 3, 2, 0).is_err());
     }
 }

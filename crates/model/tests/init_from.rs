@@ -110,7 +110,7 @@ fn a_new_head_and_input_size_are_handled_and_other_mismatches_refused() {
         &file["blocks.2.attn.qkv.weight"]
     ));
     let pos: Vec<f32> = file["pos_embed"].flatten_all().unwrap().to_vec1().unwrap();
-    let want = illama_model::pos_embed::interpolate(&pos, 64, 4, 2);
+    let want = illama_model::pos_embed::interpolate(&pos, 64, 4, 2).unwrap();
     assert_eq!(
         params["pos_embed"]
             .as_tensor()

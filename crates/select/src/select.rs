@@ -343,7 +343,7 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
                     let bytes = if out_dtype == teacher.dtype {
                         bytes
                     } else {
-                        cast_bytes(teacher.dtype, out_dtype, &bytes)
+                        cast_bytes(teacher.dtype, out_dtype, &bytes)?
                     };
                     w.write_all(&bytes).map_err(|e| FormatError::Io {
                         path: "<output>".into(),
@@ -437,7 +437,7 @@ fn metadata(
     }
     md.insert("student.name".into(), opts.student_name.clone());
     md.insert(
-        "student.config".into(),
+        illama_arch::STUDENT_CONFIG_KEY.into(),
         json(serde_json::to_value(opts.student).unwrap_or_default()),
     );
     md.insert("dtype".into(), dtype.to_string());
