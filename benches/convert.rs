@@ -16,7 +16,8 @@
 //! pairs; medians and the ratio convert/copy are printed. `ILLAMA_BENCH_CONVERT_TO=pth|safetensors`
 //! forces the output format (default: the other format than the input's).
 
-use illama_formats::convert::{convert, ConvertOptions, NoProgress, TargetFormat};
+use illama_formats::convert::{convert, ConvertOptions};
+use illama_formats::{NoProgress, TargetFormat};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -15,9 +15,9 @@
 //! presets. Peak memory is measured by `benches/run.sh` (one process per run), not here.
 
 use illama_arch::Preset;
-use illama_formats::convert::NoProgress;
+use illama_formats::NoProgress;
 use illama_select::{
-    select, ElementSelection, LayerSelection, OutputFormat, SelectError, SelectOptions,
+    select, ElementSelection, LayerSelection, SelectError, SelectOptions, TargetFormat,
 };
 use std::time::Instant;
 
@@ -67,7 +67,7 @@ fn main() {
             layers: LayerSelection::First,
             elements: ElementSelection::Uniform,
             dtype: None,
-            format: OutputFormat::Safetensors,
+            format: TargetFormat::Safetensors,
             output: Some(output.clone()),
             force: true,
         };

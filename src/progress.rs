@@ -1,6 +1,6 @@
 //! Progress bars on stderr, drawn only when stderr is a terminal.
 
-use illama_formats::convert::Progress;
+use illama_formats::Progress;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Mutex;

@@ -2,7 +2,8 @@ use super::{human_bytes, printable};
 use crate::progress::Bar;
 use crate::size::parse_size;
 use anyhow::Context;
-use illama_formats::convert::{convert, ConvertOptions, ConvertReport, TargetFormat};
+use illama_formats::convert::{convert, ConvertOptions, ConvertReport};
+use illama_formats::TargetFormat;
 use illama_formats::{DType, OpenOptions};
 use std::path::PathBuf;
 

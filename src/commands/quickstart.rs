@@ -3,9 +3,10 @@ use candle_core::{Device, Tensor};
 use illama_arch::IllamaConfig;
 use illama_data::procedural::{write_pattern_set, PatternSet};
 use illama_data::{eval_batches, read_image, Dataset, EvalTransform, LoaderOptions};
-use illama_formats::convert::{convert, ConvertOptions, NoProgress, TargetFormat};
+use illama_formats::convert::{convert, ConvertOptions};
+use illama_formats::{NoProgress, TargetFormat};
 use illama_model::{load, LoadOptions};
-use illama_select::{select, ElementSelection, LayerSelection, OutputFormat, SelectOptions};
+use illama_select::{select, ElementSelection, LayerSelection, SelectOptions};
 use illama_train::finetune::{finetune, FinetuneObserver, Prepared, Recipe};
 use illama_train::metrics::{softmax, top_k};
 use illama_train::run::{EpochLog, Observer, Resume};
@@ -300,7 +301,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 layers: LayerSelection::Uniform,
                 elements: ElementSelection::Uniform,
                 dtype: None,
-                format: OutputFormat::Safetensors,
+                format: TargetFormat::Safetensors,
                 output: Some(output),
                 force: true,
             },

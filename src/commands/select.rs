@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use illama_arch::{mlp_hidden_for, IllamaConfig, Preset};
 use illama_formats::DType;
 use illama_select::{
-    select, ElementSelection, LayerSelection, OutputFormat, SelectOptions, SelectReport,
+    select, ElementSelection, LayerSelection, SelectOptions, SelectReport, TargetFormat,
 };
 use std::path::PathBuf;
 
@@ -134,15 +134,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ),
     };
     let format = match (a.format, &a.output) {
-        (Some(Format::Pth), _) => OutputFormat::Pth,
-        (Some(Format::Safetensors), _) => OutputFormat::Safetensors,
+        (Some(Format::Pth), _) => TargetFormat::Pth,
+        (Some(Format::Safetensors), _) => TargetFormat::Safetensors,
         (None, Some(o))
             if o.extension()
                 .is_some_and(|e| e == "pth" || e == "pt" || e == "bin") =>
         {
-            OutputFormat::Pth
+            TargetFormat::Pth
         }
-        (None, _) => OutputFormat::Safetensors,
+        (None, _) => TargetFormat::Safetensors,
     };
     let opts = SelectOptions {
         teacher: a.teacher.clone(),

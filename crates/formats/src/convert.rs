@@ -4,74 +4,21 @@ use crate::cast::{cast_target, CastWriter};
 use crate::dtype::DType;
 use crate::error::{FormatError, Result};
 use crate::output::{AtomicDir, AtomicFile, OutTensor, OutputPolicy};
+use crate::progress::Progress;
+use crate::provenance::{
+    file_name, hash_sources, patch_placeholders, placeholder_json, sha256_file,
+};
 use crate::store::{Format, OpenOptions, TensorInfo, TensorStore};
-use crate::{st, torch};
+use crate::torch;
+use crate::write::write_file;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The two formats `convert` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TargetFormat {
-    Safetensors,
-    Pth,
-}
-
-impl TargetFormat {
-    /// From an output file's extension.
-    pub fn from_extension(path: &Path) -> Option<TargetFormat> {
-        match path.extension()?.to_str()? {
-            "safetensors" => Some(TargetFormat::Safetensors),
-            "pth" | "pt" | "bin" => Some(TargetFormat::Pth),
-            _ => None,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            TargetFormat::Safetensors => "safetensors",
-            TargetFormat::Pth => "pytorch zip",
-        }
-    }
-    fn extension(self) -> &'static str {
-        match self {
-            TargetFormat::Safetensors => "safetensors",
-            TargetFormat::Pth => "pth",
-        }
-    }
-    fn shard_names(self, i: usize, n: usize) -> String {
-        match (self, n) {
-            (TargetFormat::Safetensors, 1) => "model.safetensors".into(),
-            (TargetFormat::Pth, 1) => "pytorch_model.bin".into(),
-            (TargetFormat::Safetensors, _) => format!("model-{:05}-of-{n:05}.safetensors", i + 1),
-            (TargetFormat::Pth, _) => format!("pytorch_model-{:05}-of-{n:05}.bin", i + 1),
-        }
-    }
-    fn index_name(self) -> &'static str {
-        match self {
-            TargetFormat::Safetensors => "model.safetensors.index.json",
-            TargetFormat::Pth => "pytorch_model.bin.index.json",
-        }
-    }
-}
-
-/// Reports progress of long work; the CLI draws a bar, libraries and tests pass [`NoProgress`].
-pub trait Progress: Sync {
-    fn begin(&self, what: &str, total_bytes: u64);
-    fn advance(&self, bytes: u64);
-    fn end(&self);
-}
-
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn begin(&self, _: &str, _: u64) {}
-    fn advance(&self, _: u64) {}
-    fn end(&self) {}
-}
+// Kept here too for existing callers; the types live in `progress` and `write`.
+pub use crate::progress::NoProgress;
+pub use crate::write::TargetFormat;
 
 #[derive(Debug, Clone, Default)]
 pub struct ConvertOptions {
@@ -132,7 +79,6 @@ pub struct NotConverted {
 
 /// Largest JSON value kept in `__metadata__`.
 const MAX_METADATA_VALUE: usize = 64 << 10;
-const PLACEHOLDER_PREFIX: &str = "pending-sha256-";
 
 /// The output format `convert` will write for these options.
 pub fn target_format(input: Format, opts: &ConvertOptions) -> TargetFormat {
@@ -342,7 +288,7 @@ fn build_metadata(
             why: ".pth files have no place for it".into(),
         });
     }
-    let entries = store.skipped().iter().chain(store.non_tensors());
+    let entries = store.other_entries().iter().chain(store.non_tensors());
     for e in entries {
         let why = if e.tensors > 0 {
             format!(
@@ -373,86 +319,6 @@ fn build_metadata(
         });
     }
     Ok(md)
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// `source.sha256` before the hashes are known: same length as the final value, so that the
-/// header can be patched in place once hashing finishes.
-fn placeholder_json(store: &TensorStore) -> String {
-    let n = store.files().count();
-    if n == 1 && store.index_file().is_none() {
-        return placeholder(0);
-    }
-    let map: BTreeMap<String, String> = store
-        .files()
-        .enumerate()
-        .map(|(i, f)| (file_name(f), placeholder(i)))
-        .collect();
-    serde_json::to_string(&map).expect("a map of strings serialises")
-}
-
-fn placeholder(i: usize) -> String {
-    format!("{PLACEHOLDER_PREFIX}{i:0>49}")
-}
-
-fn hash_sources(store: &TensorStore) -> Result<BTreeMap<String, String>> {
-    store
-        .files()
-        .map(|f| Ok((file_name(f), sha256_file(f)?)))
-        .collect()
-}
-
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = crate::input::open_regular(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| FormatError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn patch_placeholders(
-    path: &Path,
-    hashes: &BTreeMap<String, String>,
-    store: &TensorStore,
-) -> Result<()> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| FormatError::io(path, e))?;
-    let mut len = [0u8; 8];
-    f.read_exact_at(&mut len, 0)
-        .map_err(|e| FormatError::io(path, e))?;
-    let mut head = vec![0u8; u64::from_le_bytes(len) as usize];
-    f.read_exact_at(&mut head, 8)
-        .map_err(|e| FormatError::io(path, e))?;
-    for (i, name) in store.files().map(file_name).enumerate() {
-        let needle = placeholder(i);
-        if let Some(at) = find(&head, needle.as_bytes()) {
-            f.write_all_at(hashes[&name].as_bytes(), 8 + at as u64)
-                .map_err(|e| FormatError::io(path, e))?;
-        }
-    }
-    Ok(())
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Tensor indices per output file.
@@ -533,52 +399,15 @@ fn out_tensors<'a>(
                 dtype: to,
                 shape: t.shape.clone(),
                 nbytes: t.numel() * to.size() as u64,
-                write: Box::new(move |w: &mut dyn Write| {
+                write: Box::new(move |w: &mut dyn Write, out: &Path| {
                     let advance =
                         |n: u64| progress.advance(n * to.size() as u64 / t.dtype.size() as u64);
                     let mut cw = CastWriter::new(w, t.dtype, to)?;
-                    store.copy_to(t, &mut cw, &advance)
+                    store.copy_to(t, &mut cw, out, &advance)
                 }),
             }
         })
         .collect()
-}
-
-/// Writes `tensors` in `target` format to `file` (whose final name is `path`: it names errors
-/// and, for `.pth`, the archive's root folder; `layout` nests a `.pth` state dict). Returns the
-/// bytes written.
-pub fn write_file(
-    path: &Path,
-    file: &mut std::fs::File,
-    target: TargetFormat,
-    tensors: Vec<OutTensor<'_>>,
-    metadata: &BTreeMap<String, String>,
-    layout: &torch::PthLayout<'_>,
-) -> Result<u64> {
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    match target {
-        TargetFormat::Safetensors => st::write_safetensors(&mut w, tensors, metadata),
-        TargetFormat::Pth => {
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .filter(|s| !s.is_empty() && s.is_ascii())
-                .unwrap_or_else(|| "archive".into());
-            torch::write_pth(&mut w, &stem, tensors, layout)
-        }
-    }
-    .map_err(|e| match e {
-        FormatError::Io { path: p, source } if p.as_os_str() == "<output>" => {
-            FormatError::io(path, source)
-        }
-        other => other,
-    })?;
-    let file = w
-        .into_inner()
-        .map_err(|e| FormatError::io(path, e.into_error()))?;
-    file.metadata()
-        .map(|m| m.len())
-        .map_err(|e| FormatError::io(path, e))
 }
 
 fn write_single(
@@ -710,7 +539,12 @@ fn verify(
             };
             // A mismatch surfaces as an I/O error of the comparing writer: report it as itself.
             store
-                .copy_to(src, &mut CastWriter::new(&mut cmp, src.dtype, to)?, &|_| {})
+                .copy_to(
+                    src,
+                    &mut CastWriter::new(&mut cmp, src.dtype, to)?,
+                    &f.tmp_path,
+                    &|_| {},
+                )
                 .map_err(|e| match e {
                     FormatError::Io { source, .. }
                         if source.kind() == std::io::ErrorKind::InvalidData =>

@@ -17,18 +17,23 @@ pub mod input;
 pub mod inspect;
 pub mod output;
 pub mod pickle;
+pub mod progress;
+pub mod provenance;
+pub mod safetensors_io;
 pub mod shards;
 mod source;
-pub mod st;
 mod store;
 pub mod torch;
 pub mod tree;
+pub mod write;
 
 pub use dtype::DType;
 pub use error::{FormatError, Result};
 pub use input::{open_regular, read_bounded, InputError};
 pub use output::{AtomicDir, AtomicFile, OutTensor, OutputPolicy};
+pub use progress::{NoProgress, Progress};
 pub use source::Storage;
 pub use store::{
     detect_format, Format, NonTensor, OpenOptions, TensorInfo, TensorStore, TensorView,
 };
+pub use write::{write_file, TargetFormat};

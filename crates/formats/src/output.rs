@@ -22,8 +22,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// Streams a tensor's contiguous little-endian bytes into a writer.
-pub type WriteBytes<'a> = Box<dyn FnMut(&mut dyn Write) -> Result<()> + 'a>;
+/// Streams a tensor's contiguous little-endian bytes into a writer; the path is the output's,
+/// for naming it in errors.
+pub type WriteBytes<'a> = Box<dyn FnMut(&mut dyn Write, &Path) -> Result<()> + 'a>;
 
 /// A tensor to write: its description and a way to stream its contiguous little-endian bytes.
 pub struct OutTensor<'a> {
@@ -47,9 +48,8 @@ impl<'a> OutTensor<'a> {
             dtype,
             shape,
             nbytes: bytes.len() as u64,
-            write: Box::new(move |w| {
-                w.write_all(&bytes)
-                    .map_err(|e| FormatError::io("<output>", e))
+            write: Box::new(move |w, path| {
+                w.write_all(&bytes).map_err(|e| FormatError::io(path, e))
             }),
         }
     }

@@ -4,8 +4,8 @@
 use crate::dtype::DType;
 use crate::error::{FormatError, Result};
 use crate::source::{SourceFile, Storage};
+use crate::torch;
 use crate::tree::{self, Leaf, Node, RootChoice};
-use crate::{st, torch};
 use serde::Serialize;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -145,7 +145,7 @@ pub struct TensorStore {
     metadata: BTreeMap<String, String>,
     root_choice: RootChoice,
     non_tensors: Vec<NonTensor>,
-    skipped: Vec<NonTensor>,
+    other_entries: Vec<NonTensor>,
 }
 
 impl TensorStore {
@@ -185,7 +185,7 @@ impl TensorStore {
             metadata: BTreeMap::new(),
             root_choice: RootChoice::Whole,
             non_tensors: Vec::new(),
-            skipped: Vec::new(),
+            other_entries: Vec::new(),
         };
         store.add_file(path, opts)?;
         Ok(store)
@@ -204,7 +204,7 @@ impl TensorStore {
             metadata: BTreeMap::new(),
             root_choice: RootChoice::Whole,
             non_tensors: Vec::new(),
-            skipped: Vec::new(),
+            other_entries: Vec::new(),
         }
     }
 
@@ -226,7 +226,7 @@ impl TensorStore {
         let mut added = Vec::new();
         match format {
             Format::Safetensors => {
-                let f = st::read_safetensors(&src, file_index)?;
+                let f = crate::safetensors_io::read_safetensors(&src, file_index)?;
                 if file_index == 0 {
                     self.metadata = f.metadata;
                 }
@@ -276,7 +276,7 @@ impl TensorStore {
         if let (Some(key), Node::Dict(entries)) = (choice.key(), &f.root) {
             for (name, node) in entries {
                 if name != key.split('.').next().unwrap_or(key) {
-                    self.skipped.push(non_tensor(name.clone(), node));
+                    self.other_entries.push(non_tensor(name.clone(), node));
                 }
             }
         }
@@ -377,15 +377,15 @@ impl TensorStore {
         &self.non_tensors
     }
     /// Entries beside the chosen root (`optimizer`, `epoch`, `args`, ...).
-    pub fn skipped(&self) -> &[NonTensor] {
-        &self.skipped
+    pub fn other_entries(&self) -> &[NonTensor] {
+        &self.other_entries
     }
-    /// Moves out [`non_tensors`](Self::non_tensors) and [`skipped`](Self::skipped), leaving them
+    /// Moves out [`non_tensors`](Self::non_tensors) and [`other_entries`](Self::other_entries), leaving them
     /// empty, for a caller that reports them and would otherwise copy them.
     pub(crate) fn take_non_tensors(&mut self) -> (Vec<NonTensor>, Vec<NonTensor>) {
         (
             std::mem::take(&mut self.non_tensors),
-            std::mem::take(&mut self.skipped),
+            std::mem::take(&mut self.other_entries),
         )
     }
 
@@ -477,11 +477,18 @@ impl TensorStore {
     /// `pread` (or inflated as they stream, when compressed); strided views are gathered from the
     /// mapping (or from the inflated storage, at most [`crate::source::MAX_INFLATED_BYTES`]) one
     /// chunk at a time.
-    pub fn copy_to(&self, t: &TensorInfo, w: &mut dyn Write, progress: &dyn Fn(u64)) -> Result<()> {
+    /// `out` names the destination in write errors.
+    pub fn copy_to(
+        &self,
+        t: &TensorInfo,
+        w: &mut dyn Write,
+        out: &Path,
+        progress: &dyn Fn(u64),
+    ) -> Result<()> {
         const CHUNK: usize = COPY_CHUNK;
         let s = &self.storages[t.storage];
         let src = &self.files[s.file];
-        let io = |e: std::io::Error| FormatError::io("<output>", e);
+        let io = |e: std::io::Error| FormatError::io(out, e);
         let mut emit = |b: &[u8]| -> Result<()> {
             w.write_all(b).map_err(io)?;
             progress(b.len() as u64);

@@ -176,16 +176,14 @@ fn write_shard(path: &Path, tensors: &[Tensor], seed: u64) -> Result<(), String>
                 dtype: DType::F16,
                 shape: t.shape.clone(),
                 nbytes,
-                write: Box::new(move |w: &mut dyn Write| {
+                write: Box::new(move |w: &mut dyn Write, out: &std::path::Path| {
                     let mut buf = vec![0u8; CHUNK.min(nbytes as usize).next_multiple_of(8)];
                     let mut left = nbytes as usize;
                     while left > 0 {
                         let n = left.min(buf.len());
                         fill(&mut state, &mut buf);
-                        w.write_all(&buf[..n]).map_err(|e| FormatError::Io {
-                            path: "<output>".into(),
-                            source: e,
-                        })?;
+                        w.write_all(&buf[..n])
+                            .map_err(|e| FormatError::io(out, e))?;
                         left -= n;
                     }
                     Ok(())
@@ -195,7 +193,7 @@ fn write_shard(path: &Path, tensors: &[Tensor], seed: u64) -> Result<(), String>
         .collect();
     let mut md = BTreeMap::new();
     md.insert("format".to_string(), "pt".to_string());
-    illama_formats::st::write_safetensors(&mut w, out, &md)
+    illama_formats::safetensors_io::write_safetensors(&mut w, &tmp, out, &md)
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
     let file = w
         .into_inner()

@@ -13,6 +13,7 @@ mod select;
 pub mod teacher;
 
 pub use error::SelectError;
+pub use illama_formats::TargetFormat;
 pub use indices::{uniform_indices, ElementSelection, LayerSelection};
-pub use select::{select, OutputFormat, SelectOptions, SelectReport, StudentTensorReport};
+pub use select::{select, SelectOptions, SelectReport, StudentTensorReport};
 pub use teacher::{TeacherCheckpoint, TeacherConfig, TeacherLayout};

@@ -6,7 +6,7 @@ use crate::indices::{describe, ElementSelection, LayerSelection};
 use crate::teacher::{TeacherCheckpoint, TeacherConfig, TeacherLayout, Weight};
 use illama_arch::{BlockTensor, IllamaConfig};
 use illama_formats::cast::{cast_bytes, cast_target};
-use illama_formats::convert::{write_file, Progress};
+use illama_formats::{write_file, Progress, TargetFormat};
 use illama_formats::{AtomicFile, DType, FormatError, OutTensor, OutputPolicy};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -16,7 +16,6 @@ use std::path::PathBuf;
 type Result<T> = std::result::Result<T, SelectError>;
 
 /// Safetensors, or the OrderedDict `.pth` the reference trainer loads with `--finetune`.
-pub use illama_formats::convert::TargetFormat as OutputFormat;
 
 #[derive(Debug, Clone)]
 pub struct SelectOptions {
@@ -29,7 +28,7 @@ pub struct SelectOptions {
     pub elements: ElementSelection,
     /// Cast to this float type; `None` keeps the teacher's dtype (the reference).
     pub dtype: Option<DType>,
-    pub format: OutputFormat,
+    pub format: TargetFormat,
     /// Default: `illama_ws_<student>.<ext>` in the current directory.
     pub output: Option<PathBuf>,
     pub force: bool,
@@ -69,7 +68,7 @@ pub struct SelectReport {
     pub seed: Option<u64>,
     pub dtype: DType,
     pub output: PathBuf,
-    pub format: OutputFormat,
+    pub format: TargetFormat,
     pub bytes: u64,
     pub tensors: Vec<StudentTensorReport>,
     /// `"teacher->student"` size pairs and the indices they select.
@@ -285,8 +284,8 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
     }
 
     let ext = match opts.format {
-        OutputFormat::Safetensors => "safetensors",
-        OutputFormat::Pth => "pth",
+        TargetFormat::Safetensors => "safetensors",
+        TargetFormat::Pth => "pth",
     };
     let output = opts
         .output
@@ -337,7 +336,7 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
                 dtype: out_dtype,
                 shape: p.shape.clone(),
                 nbytes,
-                write: Box::new(move |w: &mut dyn Write| {
+                write: Box::new(move |w: &mut dyn Write, out: &std::path::Path| {
                     let bytes = gather(teacher, p, index_sets, tc, d)
                         .map_err(|e| FormatError::Invalid(e.to_string()))?;
                     let bytes = if out_dtype == teacher.dtype {
@@ -345,10 +344,7 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
                     } else {
                         cast_bytes(teacher.dtype, out_dtype, &bytes)?
                     };
-                    w.write_all(&bytes).map_err(|e| FormatError::Io {
-                        path: "<output>".into(),
-                        source: e,
-                    })?;
+                    w.write_all(&bytes).map_err(|e| FormatError::io(out, e))?;
                     progress.advance(bytes.len() as u64);
                     Ok(())
                 }),

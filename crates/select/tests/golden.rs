@@ -3,10 +3,10 @@
 //! (fixtures/gen/make_selection.py).
 
 use illama_arch::IllamaConfig;
-use illama_formats::convert::NoProgress;
+use illama_formats::NoProgress;
 use illama_formats::TensorStore;
 use illama_select::{
-    select, uniform_indices, ElementSelection, LayerSelection, OutputFormat, SelectOptions,
+    select, uniform_indices, ElementSelection, LayerSelection, SelectOptions, TargetFormat,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -73,7 +73,7 @@ fn options(teacher: &Path, s: IllamaConfig, out: &Path) -> SelectOptions {
         layers: LayerSelection::First,
         elements: ElementSelection::Uniform,
         dtype: None,
-        format: OutputFormat::Safetensors,
+        format: TargetFormat::Safetensors,
         output: Some(out.to_path_buf()),
         force: false,
     }
@@ -159,7 +159,7 @@ fn pth_output_holds_the_same_tensors_in_reference_order() {
         student(40, 3, 2, 112),
         &out,
     );
-    o.format = OutputFormat::Pth;
+    o.format = TargetFormat::Pth;
     select(&o, &NoProgress).unwrap();
     assert_same_tensors(
         &out,

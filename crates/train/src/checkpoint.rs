@@ -9,8 +9,8 @@
 
 use crate::optim::AdamW;
 use candle_core::{DType, Device, Tensor, Var};
-use illama_formats::convert::{write_file, TargetFormat};
 use illama_formats::torch::PthLayout;
+use illama_formats::{write_file, TargetFormat};
 use illama_formats::{AtomicFile, DType as FileDType, OutTensor, OutputPolicy, TensorStore};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};

@@ -6,9 +6,7 @@ use crate::error::{FormatError, Result};
 use crate::output::OutTensor;
 use crate::pickle::PickleWriter;
 use std::io::Write;
-
-/// Tensors for [`write_pth`] are the same streaming descriptions the safetensors writer takes.
-pub type PthTensor<'a> = OutTensor<'a>;
+use std::path::Path;
 
 /// How the state dict sits in the pickled object.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,13 +22,14 @@ pub struct PthLayout<'a> {
 /// training checkpoints, or leaves it bare.
 pub fn write_pth(
     out: &mut dyn Write,
+    path: &Path,
     archive_name: &str,
-    mut tensors: Vec<PthTensor<'_>>,
+    mut tensors: Vec<OutTensor<'_>>,
     layout: &PthLayout<'_>,
 ) -> Result<()> {
     let pickle = state_dict_pickle(&tensors, layout);
-    let io = |e: std::io::Error| FormatError::io("<output>", e);
-    let mut zip = ZipStream::new(out);
+    let io = |e: std::io::Error| FormatError::io(path, e);
+    let mut zip = ZipStream::new(out, path);
     let small = |zip: &mut ZipStream<'_>, name: &str, data: &[u8]| -> Result<()> {
         zip.entry(
             &format!("{archive_name}/{name}"),
@@ -44,7 +43,7 @@ pub fn write_pth(
     small(&mut zip, "byteorder", b"little")?;
     for (key, t) in tensors.iter_mut().enumerate() {
         let name = format!("{archive_name}/data/{key}");
-        zip.entry(&name, t.nbytes, &mut *t.write)?;
+        zip.entry(&name, t.nbytes, &mut |w| (t.write)(w, path))?;
     }
     small(&mut zip, "version", b"3\n")?;
     let id = serialization_id(&pickle);
@@ -64,7 +63,7 @@ fn serialization_id(pickle: &[u8]) -> String {
         .collect()
 }
 
-fn state_dict_pickle(tensors: &[PthTensor<'_>], layout: &PthLayout<'_>) -> Vec<u8> {
+fn state_dict_pickle(tensors: &[OutTensor<'_>], layout: &PthLayout<'_>) -> Vec<u8> {
     let mut p = PickleWriter::new();
     if let Some(key) = layout.wrap {
         p.empty_dict();
@@ -90,7 +89,7 @@ fn state_dict_pickle(tensors: &[PthTensor<'_>], layout: &PthLayout<'_>) -> Vec<u
     p.finish()
 }
 
-fn tensor(p: &mut PickleWriter, t: &PthTensor<'_>, key: usize) {
+fn tensor(p: &mut PickleWriter, t: &OutTensor<'_>, key: usize) {
     let typed = t.dtype.torch_storage_class();
     p.global(
         "torch._utils",
@@ -151,6 +150,8 @@ struct CentralEntry {
 /// A minimal zip writer for STORED entries of known size, written strictly sequentially.
 struct ZipStream<'a> {
     out: &'a mut dyn Write,
+    /// The output, for naming it in errors.
+    path: &'a Path,
     pos: u64,
     entries: Vec<CentralEntry>,
 }
@@ -175,9 +176,10 @@ impl Write for CrcWriter<'_, '_> {
 }
 
 impl<'a> ZipStream<'a> {
-    fn new(out: &'a mut dyn Write) -> Self {
+    fn new(out: &'a mut dyn Write, path: &'a Path) -> Self {
         ZipStream {
             out,
+            path,
             pos: 0,
             entries: Vec::new(),
         }
@@ -186,7 +188,7 @@ impl<'a> ZipStream<'a> {
     fn put(&mut self, bytes: &[u8]) -> Result<()> {
         self.out
             .write_all(bytes)
-            .map_err(|e| FormatError::io("<output>", e))?;
+            .map_err(|e| FormatError::io(self.path, e))?;
         self.pos += bytes.len() as u64;
         Ok(())
     }
@@ -327,7 +329,7 @@ impl<'a> ZipStream<'a> {
         t.extend_from_slice(&(cd_start.min(U32_MAX) as u32).to_le_bytes());
         t.extend_from_slice(&0u16.to_le_bytes());
         self.put(&t)?;
-        self.out.flush().map_err(|e| FormatError::io("<output>", e))
+        self.out.flush().map_err(|e| FormatError::io(self.path, e))
     }
 }
 
@@ -347,7 +349,14 @@ mod tests {
     fn entries_are_aligned_and_readable_by_the_zip_crate() {
         let mut buf = Vec::new();
         let t = OutTensor::from_bytes("w", DType::F32, vec![3], vec![1u8; 12]);
-        write_pth(&mut buf, "m", vec![t], &PthLayout::default()).unwrap();
+        write_pth(
+            &mut buf,
+            Path::new("m.pth"),
+            "m",
+            vec![t],
+            &PthLayout::default(),
+        )
+        .unwrap();
         let mut z = zip::ZipArchive::new(std::io::Cursor::new(&buf)).unwrap();
         let names: Vec<String> = (0..z.len())
             .map(|i| z.by_index_raw(i).unwrap().name().unwrap().to_string())
@@ -368,13 +377,20 @@ mod tests {
             ints: &[("epoch", 7)],
         };
         let mut f = std::fs::File::create(&path).unwrap();
-        write_pth(&mut f, "checkpoint-7", vec![t], &layout).unwrap();
+        write_pth(
+            &mut f,
+            Path::new("checkpoint-7.pth"),
+            "checkpoint-7",
+            vec![t],
+            &layout,
+        )
+        .unwrap();
         drop(f);
         let store = crate::TensorStore::open(&path).unwrap();
         assert_eq!(store.root_choice().key(), Some("model"));
         assert_eq!(store.tensors()[0].name, "head.bias");
         let epoch = store
-            .skipped()
+            .other_entries()
             .iter()
             .find(|e| e.name == "epoch")
             .expect("epoch beside the model");

@@ -141,14 +141,14 @@ pub(crate) fn header(
 /// Streams a safetensors file: the header, then each tensor's bytes in header order.
 pub fn write_safetensors(
     out: &mut dyn Write,
+    path: &std::path::Path,
     mut tensors: Vec<OutTensor<'_>>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
     let head = header(&mut tensors, metadata).map_err(FormatError::Invalid)?;
-    out.write_all(&head)
-        .map_err(|e| FormatError::io("<output>", e))?;
+    out.write_all(&head).map_err(|e| FormatError::io(path, e))?;
     for t in tensors.iter_mut() {
-        (t.write)(out)?;
+        (t.write)(out, path)?;
     }
     Ok(())
 }

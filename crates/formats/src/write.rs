@@ -1,0 +1,88 @@
+//! Writing a checkpoint file: the two output formats and one function that streams tensors into
+//! either. Atomic placement of the file is [`crate::output`]'s; this module only fills it.
+
+use crate::error::{FormatError, Result};
+use crate::output::OutTensor;
+use crate::{safetensors_io, torch};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::BufWriter;
+use std::path::Path;
+
+/// The two formats this crate writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetFormat {
+    Safetensors,
+    Pth,
+}
+
+impl TargetFormat {
+    /// From an output file's extension.
+    pub fn from_extension(path: &Path) -> Option<TargetFormat> {
+        match path.extension()?.to_str()? {
+            "safetensors" => Some(TargetFormat::Safetensors),
+            "pth" | "pt" | "bin" => Some(TargetFormat::Pth),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetFormat::Safetensors => "safetensors",
+            TargetFormat::Pth => "pytorch zip",
+        }
+    }
+    pub(crate) fn extension(self) -> &'static str {
+        match self {
+            TargetFormat::Safetensors => "safetensors",
+            TargetFormat::Pth => "pth",
+        }
+    }
+    pub(crate) fn shard_names(self, i: usize, n: usize) -> String {
+        match (self, n) {
+            (TargetFormat::Safetensors, 1) => "model.safetensors".into(),
+            (TargetFormat::Pth, 1) => "pytorch_model.bin".into(),
+            (TargetFormat::Safetensors, _) => format!("model-{:05}-of-{n:05}.safetensors", i + 1),
+            (TargetFormat::Pth, _) => format!("pytorch_model-{:05}-of-{n:05}.bin", i + 1),
+        }
+    }
+    pub(crate) fn index_name(self) -> &'static str {
+        match self {
+            TargetFormat::Safetensors => "model.safetensors.index.json",
+            TargetFormat::Pth => "pytorch_model.bin.index.json",
+        }
+    }
+}
+
+/// Writes `tensors` in `target` format to `file` (whose final name is `path`: it names errors
+/// and, for `.pth`, the archive's root folder; `layout` nests a `.pth` state dict). Returns the
+/// bytes written.
+pub fn write_file(
+    path: &Path,
+    file: &mut std::fs::File,
+    target: TargetFormat,
+    tensors: Vec<OutTensor<'_>>,
+    metadata: &BTreeMap<String, String>,
+    layout: &torch::PthLayout<'_>,
+) -> Result<u64> {
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    match target {
+        TargetFormat::Safetensors => {
+            safetensors_io::write_safetensors(&mut w, path, tensors, metadata)
+        }
+        TargetFormat::Pth => {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .filter(|s| !s.is_empty() && s.is_ascii())
+                .unwrap_or_else(|| "archive".into());
+            torch::write_pth(&mut w, path, &stem, tensors, layout)
+        }
+    }?;
+    let file = w
+        .into_inner()
+        .map_err(|e| FormatError::io(path, e.into_error()))?;
+    file.metadata()
+        .map(|m| m.len())
+        .map_err(|e| FormatError::io(path, e))
+}
