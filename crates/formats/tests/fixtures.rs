@@ -59,23 +59,54 @@ fn expected(tensors: &Value) -> BTreeMap<String, (String, Vec<usize>, String)> {
         .collect()
 }
 
-/// Every `X.expected.json` beside a fixture `X`.
+/// The fixtures make_formats.py writes, each with `X.expected.json` beside it.
+const FORMAT_FIXTURES: [&str; 13] = [
+    "casts.safetensors",
+    "compressed.pth",
+    "dtypes.pth",
+    "dtypes.safetensors",
+    "layouts.pth",
+    "legacy.pth",
+    "protocol4.pth",
+    "sharded_bin",
+    "sharded_safetensors",
+    "state_dict.pth",
+    "subclass.pth",
+    "training_checkpoint.pth",
+    "wrapped_model.pth",
+];
+
+/// Every listed fixture `X` with its `X.expected.json`: a missing one fails, and so does an
+/// expectation file the list does not name (a fixture no test would read).
 fn expectation_files() -> Vec<(PathBuf, Value)> {
     let dir = fixtures().join("formats");
-    let mut out: Vec<(PathBuf, Value)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".expected.json"))
-        .map(|p| {
-            let fixture = PathBuf::from(p.to_string_lossy().trim_end_matches(".expected.json"));
-            let json: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-            (fixture, json)
+    let regenerate = "run fixtures/gen/make_formats.py";
+    let out: Vec<(PathBuf, Value)> = FORMAT_FIXTURES
+        .iter()
+        .map(|name| {
+            let fixture = dir.join(name);
+            assert!(
+                fixture.exists(),
+                "fixture {} missing: {regenerate}",
+                fixture.display()
+            );
+            let p = dir.join(format!("{name}.expected.json"));
+            let bytes =
+                std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}: {regenerate}", p.display()));
+            (fixture, serde_json::from_slice(&bytes).unwrap())
         })
         .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(
-        out.len() >= 10,
-        "fixtures missing: run fixtures/gen/make_formats.py"
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_suffix(".expected.json").map(String::from))
+        .collect();
+    on_disk.sort();
+    assert_eq!(
+        on_disk,
+        FORMAT_FIXTURES,
+        "expectation files in {}",
+        dir.display()
     );
     out
 }
@@ -124,7 +155,7 @@ fn training_checkpoint_keys_and_non_tensor_entries() {
     let store = TensorStore::open(&path).unwrap();
     assert_eq!(store.root_choice().key(), Some("model"));
     let skipped: BTreeMap<&str, &illama_formats::NonTensor> = store
-        .other_entries()
+        .skipped()
         .iter()
         .map(|e| (e.name.as_str(), e))
         .collect();
@@ -328,8 +359,147 @@ fn metadata_records_provenance_and_small_entries() {
         .any(|n| n.name == "model_ema" && n.why.contains("--key model_ema")));
 }
 
+/// The float dtypes of fixtures/formats/casts.safetensors: tensor `SRC` holds awkward values of
+/// dtype SRC (ties, subnormals, values that overflow, signed zeros, inf, NaNs with payloads) and
+/// `SRC_to_DST` is torch's own `SRC.to(DST)` of them (make_formats.py, `casts()`).
+const CAST_DTYPES: [(&str, illama_formats::DType); 4] = [
+    ("f32", illama_formats::DType::F32),
+    ("f64", illama_formats::DType::F64),
+    ("f16", illama_formats::DType::F16),
+    ("bf16", illama_formats::DType::BF16),
+];
+
+fn element_as_f64(d: illama_formats::DType, b: &[u8]) -> f64 {
+    use illama_formats::DType::*;
+    match d {
+        F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f64(),
+        BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f64(),
+        F32 => f32::from_le_bytes(b.try_into().unwrap()) as f64,
+        F64 => f64::from_le_bytes(b.try_into().unwrap()),
+        _ => unreachable!(),
+    }
+}
+
+/// Elements of `got` that differ in any bit from torch's `want`, as readable lines.
+///
+/// One exception: a NaN cast to bf16 need only be a NaN. torch's bf16 NaN bits depend on its code
+/// path, not on the value (2.15 on CPU: f32 and f64 sources give 0xffff from the vectorised
+/// kernel, f16 sources give the canonical 0x7fc0), while ours keeps the sign and the top payload
+/// bits, as `half::bf16::from_f32` does. Every f16 NaN, payload included, matches torch exactly.
+fn bit_differences(
+    from: illama_formats::DType,
+    to: illama_formats::DType,
+    src: &[u8],
+    got: &[u8],
+    want: &[u8],
+) -> Vec<String> {
+    assert_eq!(got.len(), want.len(), "{from} -> {to}: output length");
+    let (fs, ts) = (from.size(), to.size());
+    let mut out = Vec::new();
+    for (i, (g, w)) in got.chunks(ts).zip(want.chunks(ts)).enumerate() {
+        let nan_to_bf16 = to == illama_formats::DType::BF16
+            && element_as_f64(to, g).is_nan()
+            && element_as_f64(to, w).is_nan();
+        if g != w && !nan_to_bf16 {
+            let s = &src[i * fs..(i + 1) * fs];
+            let hex = |b: &[u8]| {
+                b.iter()
+                    .rev()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<String>()
+            };
+            out.push(format!(
+                "[{i}] {:e} (0x{}): ours 0x{} ({:e}), torch 0x{} ({:e})",
+                element_as_f64(from, s),
+                hex(s),
+                hex(g),
+                element_as_f64(to, g),
+                hex(w),
+                element_as_f64(to, w)
+            ));
+        }
+    }
+    out
+}
+
 #[test]
-fn dtype_cast_rounds_like_torch() {
+fn cast_bytes_matches_torch_bit_for_bit() {
+    let store = TensorStore::open(fixtures().join("formats/casts.safetensors")).unwrap();
+    let mut pairs = 0;
+    let mut failures = Vec::new();
+    for (s, from) in CAST_DTYPES {
+        let src = store.bytes(store.get(s).unwrap()).unwrap();
+        for (d, to) in CAST_DTYPES {
+            if s == d {
+                continue;
+            }
+            let want = store.get(&format!("{s}_to_{d}")).unwrap();
+            assert_eq!(want.dtype, to);
+            let want = store.bytes(want).unwrap();
+            let got = illama_formats::cast::cast_bytes(from, to, &src).unwrap();
+            for line in bit_differences(from, to, &src, &got, &want) {
+                failures.push(format!("{s} -> {d} {line}"));
+            }
+            pairs += 1;
+        }
+    }
+    assert_eq!(pairs, 12);
+    assert!(
+        failures.is_empty(),
+        "{} elements differ from torch:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn convert_dtype_casts_like_torch() {
+    use illama_formats::DType::{BF16, F16};
+    let input = fixtures().join("formats/casts.safetensors");
+    let src = TensorStore::open(&input).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (d, to) in [("f16", F16), ("bf16", BF16)] {
+        for target in [TargetFormat::Safetensors, TargetFormat::Pth] {
+            let out = dir.path().join(format!("{d}-{target:?}"));
+            let opts = ConvertOptions {
+                output: Some(out.clone()),
+                to: Some(target),
+                dtype: Some(to),
+                verify: true,
+                ..Default::default()
+            };
+            convert(&input, &opts, &NoProgress).unwrap();
+            let dst = TensorStore::open(&out).unwrap();
+            let mut failures = Vec::new();
+            for (s, from) in CAST_DTYPES {
+                // Tensor `s` (every float tensor of the file) is cast; torch's casts of it sit
+                // beside it in the input, under `s_to_d`.
+                let got = dst.get(s).unwrap();
+                assert_eq!(got.dtype, to, "{s} in {}", out.display());
+                let want = if s == d {
+                    src.bytes(src.get(s).unwrap()).unwrap()
+                } else {
+                    src.bytes(src.get(&format!("{s}_to_{d}")).unwrap()).unwrap()
+                };
+                let input_bytes = src.bytes(src.get(s).unwrap()).unwrap();
+                let got = dst.bytes(got).unwrap();
+                for line in bit_differences(from, to, &input_bytes, &got, &want) {
+                    failures.push(format!("{s} -> {d} {line}"));
+                }
+            }
+            assert!(
+                failures.is_empty(),
+                "{}: {} elements differ from torch:\n{}",
+                out.display(),
+                failures.len(),
+                failures.join("\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn dtype_cast_keeps_integer_tensors() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixtures().join("formats/dtypes.pth");
     let out = dir.path().join("half.safetensors");
@@ -342,27 +512,20 @@ fn dtype_cast_rounds_like_torch() {
     convert(&input, &opts, &NoProgress).unwrap();
     let src = TensorStore::open(&input).unwrap();
     let dst = TensorStore::open(&out).unwrap();
-    let f32s: Vec<f32> = src
-        .bytes(src.get("f32").unwrap())
-        .unwrap()
-        .chunks(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let halves: Vec<half::f16> = dst
-        .bytes(dst.get("f32").unwrap())
-        .unwrap()
-        .chunks(2)
-        .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
-        .collect();
-    assert_eq!(
-        halves,
-        f32s.iter()
-            .map(|&v| half::f16::from_f32(v))
-            .collect::<Vec<_>>()
-    );
-    // Integer tensors keep their type.
-    assert_eq!(dst.get("i64").unwrap().dtype, illama_formats::DType::I64);
-    assert_eq!(dst.get("f16").unwrap().dtype, illama_formats::DType::F16);
+    use illama_formats::DType::*;
+    for t in src.tensors() {
+        let got = dst.get(&t.name).unwrap();
+        let want = if matches!(t.dtype, F32 | F64 | BF16 | F16) {
+            F16
+        } else {
+            t.dtype
+        };
+        assert_eq!(got.dtype, want, "{}", t.name);
+        assert_eq!(got.shape, t.shape, "{}", t.name);
+        if want == t.dtype {
+            assert_eq!(dst.bytes(got).unwrap(), src.bytes(t).unwrap(), "{}", t.name);
+        }
+    }
 }
 
 /// Opens a file and reads every tensor; Err on the first failure.
