@@ -155,7 +155,7 @@ fn training_checkpoint_keys_and_non_tensor_entries() {
     let store = TensorStore::open(&path).unwrap();
     assert_eq!(store.root_choice().key(), Some("model"));
     let skipped: BTreeMap<&str, &illama_formats::NonTensor> = store
-        .skipped()
+        .other_entries()
         .iter()
         .map(|e| (e.name.as_str(), e))
         .collect();
