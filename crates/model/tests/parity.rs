@@ -145,30 +145,90 @@ fn strict_loading_names_missing_and_unexpected_keys() {
     assert!(e.contains("pass --model"), "{e}");
 }
 
+/// bf16 logits of `weights` against PyTorch's f32 logits of the custom model, as a fraction of
+/// the largest |logit| of the case, for every size and soft-mask rate of custom_cases.
+fn bf16_errors(weights: &Path) -> Vec<(String, f32)> {
+    let cases = cases("custom");
+    let mut out = Vec::new();
+    for size in [64usize, 96, 48] {
+        let opts = LoadOptions {
+            config: Some(custom()),
+            img_size: Some(size),
+            dtype: DType::BF16,
+            ..Default::default()
+        };
+        let (model, _) = load(weights, &opts).unwrap();
+        let x = cases[&format!("input_{size}")]
+            .to_dtype(DType::F32)
+            .unwrap();
+        for r in ["0.0", "0.5", "1.0"] {
+            let want = &cases[&format!("logits_{size}_r{r}")];
+            let got = model
+                .forward_with(&x, r.parse().unwrap())
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap();
+            let scale = want
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            out.push((format!("{size}, r={r}"), max_abs_diff(&got, want) / scale));
+        }
+    }
+    out
+}
+
+/// bf16 inference may differ from PyTorch's f32 logits by 2.5% of the largest |logit|.
+///
+/// Measured (`cargo test -p illama-model --test parity bf16 -- --nocapture`): 0.49% to 1.00% over
+/// the 9 cases (the largest at 96, r=0.5); the logits reach 0.27 to 0.30. Rounding the weights
+/// alone to bf16 costs 0.36% in PyTorch. This bound cannot see the soft-mask rate on this model
+/// (r=0 against r=1 moves its f32 logits by only 0.5-0.7%); f32 parity above checks that at 1e-4.
+const BF16_TOLERANCE: f32 = 0.025;
+
 #[test]
 fn bf16_inference_stays_close_to_f32() {
-    let cases = cases("custom");
-    let x = cases["input_64"].to_dtype(DType::F32).unwrap();
-    let want = &cases["logits_64_r0.0"];
-    let opts = LoadOptions {
-        config: Some(custom()),
-        dtype: DType::BF16,
-        ..Default::default()
-    };
-    let (model, _) = load(&fixtures().join("custom.safetensors"), &opts).unwrap();
-    let got = model.forward(&x).unwrap().to_dtype(DType::F32).unwrap();
-    let diff = max_abs_diff(&got, want);
-    let scale = want
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
+    let errors = bf16_errors(&fixtures().join("custom.safetensors"));
+    assert_eq!(errors.len(), 9);
+    for (case, err) in &errors {
+        eprintln!(
+            "bf16 {case}: max |diff| {:.3}% of the largest |logit|",
+            err * 100.0
+        );
+    }
+    for (case, err) in &errors {
+        assert!(
+            *err <= BF16_TOLERANCE,
+            "bf16 at {case}: max |diff| {:.3}% of the largest |logit| (bound {}%)",
+            err * 100.0,
+            BF16_TOLERANCE * 100.0
+        );
+    }
+}
+
+/// The bound is tight enough to see a wrong model: the final RMSNorm's weights 10% off (which
+/// moves PyTorch's f32 logits by 8-9% of the largest) fails it at every size and rate.
+#[test]
+fn bf16_bound_rejects_slightly_wrong_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = candle_core::safetensors::load(fixtures().join("custom.safetensors"), &Device::Cpu)
         .unwrap();
-    assert!(
-        diff <= 0.05 * scale.max(1.0),
-        "bf16 max |diff| {diff} (logits up to {scale})"
-    );
+    let w = (t["norm.weight"].clone() * 1.1).unwrap();
+    t.insert("norm.weight".into(), w);
+    let p = dir.path().join("norm_off.safetensors");
+    candle_core::safetensors::save(&t, &p).unwrap();
+    for (case, err) in bf16_errors(&p) {
+        eprintln!("bf16, norm 10% off, {case}: {:.3}%", err * 100.0);
+        assert!(
+            err > BF16_TOLERANCE,
+            "bf16 at {case} with wrong weights: {:.3}% passes the {}% bound",
+            err * 100.0,
+            BF16_TOLERANCE * 100.0
+        );
+    }
 }
