@@ -31,17 +31,45 @@ fn load_png(p: &Path) -> Rgb8 {
     decode_rgb(&std::fs::read(p).unwrap()).unwrap()
 }
 
+/// The expectations make_images.py writes: every image at 224 (resize 256 + center crop), the
+/// first 6 at 384 (a plain warp, which a handful of images covers), as expected/SIZE/NN.png.
+fn expected_files(size: usize) -> Vec<PathBuf> {
+    let n = match size {
+        224 => samples().len(),
+        384 => 6,
+        _ => unreachable!(),
+    };
+    let dir = fixtures().join(format!("expected/{size}"));
+    let want: Vec<String> = (0..n).map(|i| format!("{i:02}.png")).collect();
+    let mut have: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    have.sort();
+    assert_eq!(
+        have,
+        want,
+        "{}: expectations missing or extra; run fixtures/gen/make_images.py",
+        dir.display()
+    );
+    want.iter().map(|f| dir.join(f)).collect()
+}
+
 #[test]
 fn pixels_match_torchvision_within_half_a_level() {
+    let samples = samples();
+    assert_eq!(
+        samples.len(),
+        17,
+        "images in {}",
+        fixtures().join("val").display()
+    );
     for size in [224usize, 384] {
         let mut total = 0f64;
         let mut count = 0usize;
-        for (i, path) in samples().iter().enumerate() {
-            let expected = fixtures().join(format!("expected/{size}/{i:02}.png"));
-            if !expected.exists() {
-                continue;
-            }
-            let want = load_png(&expected);
+        let expected = expected_files(size);
+        for (path, expected) in samples.iter().zip(&expected) {
+            let want = load_png(expected);
             let img = decode_rgb(&std::fs::read(path).unwrap())
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let got = EvalTransform::new(size).unwrap().pixels(&img).unwrap();
@@ -86,7 +114,7 @@ fn pixels_match_torchvision_within_half_a_level() {
             total += diff;
             count += 1;
         }
-        assert!(count >= 6);
+        assert_eq!(count, expected.len());
         let mean = total / count as f64;
         assert!(mean <= 0.5, "mean |diff| over the set at {size}: {mean}");
     }
