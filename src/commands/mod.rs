@@ -68,7 +68,7 @@ pub fn parse_input_size(s: &str) -> Result<usize, String> {
     let n: usize = s
         .parse()
         .map_err(|_| format!("'{s}' is not a whole number"))?;
-    illama_arch::check_input_size(n, 16)?;
+    illama_arch::check_input_size(n, 16).map_err(|e| e.to_string())?;
     Ok(n)
 }
 

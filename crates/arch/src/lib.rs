@@ -44,15 +44,31 @@ impl IllamaConfig {
 /// matrices already take 64 MiB per head and image in f32. The paper uses 224 and 384.
 pub const MAX_INPUT_SIZE: usize = 1024;
 
+/// An architecture the model cannot be built with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArchError {
+    #[error("the patch size must be positive")]
+    ZeroPatch,
+    #[error("input size {size} must be a multiple of {patch} (the patch size) from {patch} to {MAX_INPUT_SIZE}")]
+    InputSize { size: usize, patch: usize },
+    #[error("every dimension must be positive: {0}")]
+    ZeroDimension(String),
+    #[error("dim {dim} is not divisible by {heads} heads")]
+    Heads { dim: usize, heads: usize },
+    #[error("head dim {0} must be even for rotary embeddings")]
+    OddHeadDim(usize),
+}
+
 /// An input size must be a positive multiple of the patch size, at most [`MAX_INPUT_SIZE`].
-pub fn check_input_size(size: usize, patch_size: usize) -> Result<(), String> {
+pub fn check_input_size(size: usize, patch_size: usize) -> Result<(), ArchError> {
     if patch_size == 0 {
-        return Err("the patch size must be positive".into());
+        return Err(ArchError::ZeroPatch);
     }
     if size == 0 || size % patch_size != 0 || size > MAX_INPUT_SIZE {
-        return Err(format!(
-            "input size {size} must be a multiple of {patch_size} (the patch size) from {patch_size} to {MAX_INPUT_SIZE}"
-        ));
+        return Err(ArchError::InputSize {
+            size,
+            patch: patch_size,
+        });
     }
     Ok(())
 }
@@ -182,21 +198,18 @@ impl IllamaConfig {
     }
 
     /// Checks the invariants the model relies on.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ArchError> {
         if self.dim == 0 || self.depth == 0 || self.heads == 0 || self.mlp_hidden == 0 {
-            return Err(format!("every dimension must be positive: {self:?}"));
+            return Err(ArchError::ZeroDimension(format!("{self:?}")));
         }
         if self.dim % self.heads != 0 {
-            return Err(format!(
-                "dim {} is not divisible by {} heads",
-                self.dim, self.heads
-            ));
+            return Err(ArchError::Heads {
+                dim: self.dim,
+                heads: self.heads,
+            });
         }
         if self.head_dim() % 2 != 0 {
-            return Err(format!(
-                "head dim {} must be even for rotary embeddings",
-                self.head_dim()
-            ));
+            return Err(ArchError::OddHeadDim(self.head_dim()));
         }
         check_input_size(self.img_size, self.patch_size)
     }
@@ -255,7 +268,14 @@ mod tests {
         }
         for bad in [0, 8, 225, MAX_INPUT_SIZE + 16, 65536] {
             let e = check_input_size(bad, 16).unwrap_err();
-            assert!(e.contains("multiple of 16"), "{e}");
+            assert_eq!(
+                e,
+                ArchError::InputSize {
+                    size: bad,
+                    patch: 16
+                }
+            );
+            assert!(e.to_string().contains("multiple of 16"), "{e}");
         }
         let zero = IllamaConfig {
             img_size: 0,

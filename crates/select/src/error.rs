@@ -9,5 +9,8 @@ pub enum SelectError {
     #[error("{0}")]
     Teacher(String),
     #[error("student: {0}")]
+    Architecture(#[from] illama_arch::ArchError),
+    /// The student does not fit the teacher, or the layer choice does not fit either.
+    #[error("student: {0}")]
     Student(String),
 }

@@ -233,7 +233,7 @@ fn gather(
 
 /// Selects the student's weights from the teacher and writes them.
 pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectReport> {
-    opts.student.validate().map_err(SelectError::Student)?;
+    opts.student.validate()?;
     let teacher = TeacherCheckpoint::open(&opts.teacher)?;
     let tc = teacher.config.clone();
     check_fits(&tc, &opts.student)?;

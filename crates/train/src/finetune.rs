@@ -33,6 +33,8 @@ pub enum FinetuneError {
     Load(#[from] illama_model::LoadError),
     #[error("model: {0}")]
     Model(#[from] candle_core::Error),
+    #[error(transparent)]
+    Arch(#[from] illama_arch::ArchError),
     #[error("{0}")]
     Config(String),
 }
@@ -321,7 +323,7 @@ pub fn finetune(
         img_size: recipe.input_size,
         ..recipe.model
     };
-    config.validate().map_err(FinetuneError::Config)?;
+    config.validate()?;
     let per_step = recipe.batch_size * recipe.update_freq;
     let steps_per_epoch = train.samples.len() / per_step;
     if steps_per_epoch == 0 {
