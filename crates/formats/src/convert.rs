@@ -601,3 +601,70 @@ impl Write for CompareWriter<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--verify` reads the written file back and compares every byte with the source: a
+    /// single flipped byte in a tensor, or a changed tensor size, is reported, naming it.
+    #[test]
+    fn verify_catches_a_changed_byte_in_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("in.safetensors");
+        let w: Vec<u8> = (0..64u8).collect();
+        let b: Vec<u8> = vec![7u8; 16];
+        let tensors = vec![
+            OutTensor::from_bytes("a.weight", DType::F32, vec![4, 4], w.clone()),
+            OutTensor::from_bytes("a.bias", DType::F32, vec![4], b.clone()),
+        ];
+        let mut f = std::fs::File::create(&src).unwrap();
+        write_file(
+            &src,
+            &mut f,
+            TargetFormat::Safetensors,
+            tensors,
+            &BTreeMap::new(),
+            &Default::default(),
+        )
+        .unwrap();
+        let store = TensorStore::open(&src).unwrap();
+        for target in [TargetFormat::Safetensors, TargetFormat::Pth] {
+            let out = dir.path().join(format!("out.{}", target.extension()));
+            let report = convert(
+                &src,
+                &ConvertOptions {
+                    output: Some(out.clone()),
+                    to: Some(target),
+                    verify: true,
+                    ..Default::default()
+                },
+                &NoProgress,
+            )
+            .unwrap();
+            assert!(report.verified);
+            let pending = |path: &Path| Pending {
+                tmp_path: path.to_path_buf(),
+                bytes: 0,
+                names: vec!["a.bias".into(), "a.weight".into()],
+                sha256: None,
+            };
+            // The output as written verifies.
+            verify(&store, None, &[pending(&out)], &NoProgress).unwrap();
+            // One byte of a.weight's data changed (the last 16 bytes of data are a.bias or
+            // a.weight depending on order: find a.weight's bytes and flip one).
+            let mut bytes = std::fs::read(&out).unwrap();
+            let at = bytes
+                .windows(w.len())
+                .position(|x| x == w.as_slice())
+                .expect("the tensor's bytes are in the file");
+            bytes[at + 9] ^= 0x40;
+            let bad = dir.path().join(format!("bad.{}", target.extension()));
+            std::fs::write(&bad, &bytes).unwrap();
+            let err = verify(&store, None, &[pending(&bad)], &NoProgress)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("a.weight"), "{target:?}: {err}");
+        }
+    }
+}
