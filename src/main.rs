@@ -42,6 +42,8 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     remove_partial_outputs_on_signals();
+    // Model commands allocate large activation buffers over and over: keep freed ones for reuse.
+    illama_model::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => commands::inspect::run(a),

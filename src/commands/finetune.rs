@@ -334,7 +334,6 @@ fn describe(c: &illama_arch::IllamaConfig) -> String {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    illama_model::keep_freed_memory();
     let recipe = recipe(&a)?;
     let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
     if a.eval {

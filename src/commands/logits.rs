@@ -1,8 +1,7 @@
 use anyhow::{bail, Context};
-use candle_core::{DType, Device, Tensor};
-use illama_formats::{AtomicFile, OutputPolicy};
+use candle_core::{DType, Device};
+use illama_formats::{write_tensors, DType as FileDType, OutTensor, OutputPolicy, TargetFormat};
 use illama_model::{load, parse_device, read_tensors, LoadOptions};
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// Compute logits of an iLLaMA checkpoint for a batch of preprocessed images.
@@ -48,7 +47,6 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    illama_model::keep_freed_memory();
     let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
     let policy = OutputPolicy::new(a.force).protect([&a.input, &a.weights]);
     // Refuse a bad output before the work, and again when writing.
@@ -89,11 +87,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .to_dtype(DType::F32)?
         .to_device(&Device::Cpu)?;
     let shape = logits.dims().to_vec();
-    let out: HashMap<String, Tensor> = [("logits".to_string(), logits)].into();
-    let mut file = AtomicFile::create(&a.output, &policy)?;
-    let bytes = safetensors::serialize(out.iter().map(|(k, v)| (k.as_str(), v)), None)?;
-    std::io::Write::write_all(file.file(), &bytes)?;
-    let written = file.commit()?;
+    let values: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let (written, _) = write_tensors(
+        &a.output,
+        &policy,
+        TargetFormat::Safetensors,
+        vec![OutTensor::from_bytes(
+            "logits",
+            FileDType::F32,
+            shape.clone(),
+            bytes,
+        )],
+        &Default::default(),
+    )?;
     if a.json {
         let report = serde_json::json!({
             "output": written,

@@ -36,7 +36,6 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    illama_model::keep_freed_memory();
     let opts = LoadOptions {
         config: a.model.as_deref().map(parse_model).transpose()?,
         img_size: Some(a.input_size),

@@ -255,7 +255,6 @@ fn accuracy(
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    illama_model::keep_freed_memory();
     let say = Say {
         quiet: a.json,
         start: Instant::now(),

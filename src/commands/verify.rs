@@ -1,11 +1,9 @@
 use crate::commands::parse_model;
 use anyhow::{bail, Context};
-use candle_core::{Device, Tensor};
 use illama_data::{eval_batches, imagenet_classes, Dataset, EvalTransform, LoaderOptions};
-use illama_formats::OutputPolicy;
+use illama_formats::{write_tensors, DType as FileDType, OutTensor, OutputPolicy, TargetFormat};
 use illama_model::{load, parse_device, LoadOptions};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -71,7 +69,6 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    illama_model::keep_freed_memory();
     let transform = EvalTransform::new(a.input_size)?;
     let policy = OutputPolicy::new(a.force).protect(
         [
@@ -117,21 +114,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         )?,
         None => Dataset::image_folder(&a.imagenet)?,
     };
-    let mut notes = Vec::new();
-    let present = dataset.classes.len();
-    if a.labels.is_none() && classes == 1000 && dataset.relabel_by_name(&imagenet) {
-        if present != 1000 {
-            notes.push(format!(
-                "{present} of the 1000 ImageNet classes present; labels follow their wnids"
-            ));
-        }
-    } else if dataset.classes.len() > classes {
-        bail!(
+    // A flat folder's labels are already ImageNet indices.
+    let notes = match &a.labels {
+        None => dataset.align_to_model(classes)?,
+        Some(_) if dataset.classes.len() > classes => bail!(
             "{} classes in {}, but the model has {classes}",
             dataset.classes.len(),
             a.imagenet.display()
-        );
-    }
+        ),
+        Some(_) => Vec::new(),
+    };
     let total = a.limit.unwrap_or(usize::MAX).min(dataset.samples.len());
     let workers = a
         .workers
@@ -177,21 +169,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(path) = &a.dump_inputs {
         let n = dumped_labels.len();
         let s = a.input_size;
-        let map: HashMap<String, Tensor> = [
-            (
-                "pixel_values".to_string(),
-                Tensor::from_vec(dumped, (n, 3, s, s), &Device::Cpu)?,
-            ),
-            (
-                "labels".to_string(),
-                Tensor::from_vec(dumped_labels, n, &Device::Cpu)?,
-            ),
-        ]
-        .into();
-        let mut file = illama_formats::AtomicFile::create(path, &policy)?;
-        let bytes = safetensors::serialize(map.iter().map(|(k, v)| (k.as_str(), v)), None)?;
-        std::io::Write::write_all(file.file(), &bytes)?;
-        file.commit()?;
+        let pixels: Vec<u8> = dumped.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let labels: Vec<u8> = dumped_labels.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let tensors = vec![
+            OutTensor::from_bytes("labels", FileDType::I64, vec![n], labels),
+            OutTensor::from_bytes("pixel_values", FileDType::F32, vec![n, 3, s, s], pixels),
+        ];
+        write_tensors(
+            path,
+            &policy,
+            TargetFormat::Safetensors,
+            tensors,
+            &Default::default(),
+        )?;
     }
     if a.json {
         let out = serde_json::json!({

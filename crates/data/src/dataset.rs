@@ -51,6 +51,12 @@ pub enum DatasetError {
     Cycle { path: PathBuf, target: PathBuf },
     #[error("{0}: folders nested more than {MAX_DEPTH} deep")]
     TooDeep(PathBuf),
+    #[error("{root}: {present} classes, but the model has {model}")]
+    TooManyClasses {
+        root: PathBuf,
+        present: usize,
+        model: usize,
+    },
     #[error("{train} and {val} have different classes ({train_count} and {val_count}); only in the first: {only_train}; only in the second: {only_val}")]
     ClassesDiffer {
         train: PathBuf,
@@ -231,6 +237,35 @@ impl Dataset {
     /// Re-labels an ImageFolder whose folder names all appear in `classes` (ImageNet wnids, say)
     /// by name instead of by folder position. With every class present the labels do not change;
     /// with a subset they become right. Returns false, changing nothing, if a folder is unknown.
+    /// Gives the samples the labels a model with `model_classes` outputs expects, as `verify`
+    /// needs: an ImageFolder of ImageNet wnids (all 1000 or a subset) is relabelled to the
+    /// wnid's ImageNet index when the model has 1000 classes; otherwise the folder's own sorted
+    /// order stands, and a folder with more classes than the model is refused. Returns notes
+    /// worth showing (a subset of ImageNet).
+    pub fn align_to_model(&mut self, model_classes: usize) -> Result<Vec<String>> {
+        let imagenet: Vec<String> = crate::imagenet_classes()
+            .iter()
+            .map(|(w, _)| w.to_string())
+            .collect();
+        let present = self.classes.len();
+        let mut notes = Vec::new();
+        if model_classes == imagenet.len() && self.relabel_by_name(&imagenet) {
+            if present != imagenet.len() {
+                notes.push(format!(
+                    "{present} of the {} ImageNet classes present; labels follow their wnids",
+                    imagenet.len()
+                ));
+            }
+        } else if present > model_classes {
+            return Err(DatasetError::TooManyClasses {
+                root: self.root.clone(),
+                present,
+                model: model_classes,
+            });
+        }
+        Ok(notes)
+    }
+
     pub fn relabel_by_name(&mut self, classes: &[String]) -> bool {
         let Some(remap) = self
             .classes

@@ -57,6 +57,41 @@ fn image_folder_sorts_classes_and_files_and_filters_extensions() {
     let mut unknown = ds.clone();
     assert!(!unknown.relabel_by_name(&all[..3]));
     assert_eq!(unknown.samples, ds.samples);
+
+    // Aligning to a model: three non-ImageNet classes keep their order for a 3- or 10-class
+    // model, and are refused by a 2-class one.
+    let mut three = ds.clone();
+    assert!(three.align_to_model(3).unwrap().is_empty());
+    assert_eq!(three.samples, ds.samples);
+    assert!(ds.clone().align_to_model(10).is_ok());
+    let err = ds.clone().align_to_model(2).unwrap_err().to_string();
+    assert!(err.contains("3 classes, but the model has 2"), "{err}");
+}
+
+#[test]
+fn imagenet_wnid_folders_take_their_imagenet_index_for_a_1000_class_model() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two ImageNet classes: folder labels 0 and 1, ImageNet indices 1 and 999.
+    for wnid in ["n01443537", "n15075141"] {
+        let d = dir.path().join(wnid);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("a.png"), b"").unwrap();
+    }
+    let mut ds = Dataset::image_folder(dir.path()).unwrap();
+    assert_eq!(
+        ds.samples.iter().map(|s| s.label).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    let notes = ds.align_to_model(1000).unwrap();
+    assert_eq!(
+        ds.samples.iter().map(|s| s.label).collect::<Vec<_>>(),
+        [1, 999]
+    );
+    assert_eq!(ds.classes.len(), 1000);
+    assert!(
+        notes[0].contains("2 of the 1000 ImageNet classes"),
+        "{notes:?}"
+    );
 }
 
 #[test]

@@ -36,4 +36,4 @@ pub use source::Storage;
 pub use store::{
     detect_format, Format, NonTensor, OpenOptions, TensorInfo, TensorStore, TensorView,
 };
-pub use write::{write_file, TargetFormat};
+pub use write::{write_file, write_tensors, TargetFormat};

@@ -54,6 +54,27 @@ impl TargetFormat {
     }
 }
 
+/// Writes `tensors` to `dest` in `target` format, atomically, as `policy` allows (a temporary
+/// file beside it, renamed on success). Returns the final path and the bytes written.
+pub fn write_tensors(
+    dest: &Path,
+    policy: &crate::OutputPolicy,
+    target: TargetFormat,
+    tensors: Vec<OutTensor<'_>>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(std::path::PathBuf, u64)> {
+    let mut file = crate::AtomicFile::create(dest, policy)?;
+    let bytes = write_file(
+        dest,
+        file.file(),
+        target,
+        tensors,
+        metadata,
+        &Default::default(),
+    )?;
+    Ok((file.commit()?, bytes))
+}
+
 /// Writes `tensors` in `target` format to `file` (whose final name is `path`: it names errors
 /// and, for `.pth`, the archive's root folder; `layout` nests a `.pth` state dict). Returns the
 /// bytes written.
