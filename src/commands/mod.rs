@@ -23,34 +23,9 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// `tiny`, `small`, `base`, `large`, or `custom:DIM,DEPTH,HEADS[,MLP_HIDDEN]`.
+/// `--model`: `tiny`, `small`, `base`, `large`, or `custom:DIM,DEPTH,HEADS[,MLP_HIDDEN]`.
 pub fn parse_model(s: &str) -> anyhow::Result<illama_arch::IllamaConfig> {
-    use anyhow::Context;
-    if let Some(spec) = s.strip_prefix("custom:") {
-        let v: Vec<usize> = spec
-            .split(',')
-            .map(|x| x.trim().parse::<usize>())
-            .collect::<Result<_, _>>()
-            .with_context(|| {
-                format!("--model {s}: expected custom:DIM,DEPTH,HEADS[,MLP_HIDDEN]")
-            })?;
-        let (dim, depth, heads) = match v[..] {
-            [d, l, h] | [d, l, h, _] => (d, l, h),
-            _ => anyhow::bail!("--model {s}: expected custom:DIM,DEPTH,HEADS[,MLP_HIDDEN]"),
-        };
-        let mut c = illama_arch::IllamaConfig::new(dim, depth, heads);
-        if let Some(&m) = v.get(3) {
-            c.mlp_hidden = m;
-        }
-        return Ok(c);
-    }
-    illama_arch::Preset::parse(s)
-        .map(|p| p.config())
-        .with_context(|| {
-            format!(
-                "--model {s}: use tiny, small, base, large or custom:DIM,DEPTH,HEADS[,MLP_HIDDEN]"
-            )
-        })
+    illama_arch::IllamaConfig::parse_spec(s).map_err(|e| anyhow::anyhow!("--model {s}: {e}"))
 }
 
 /// `f32`, `bf16` or `f16`: the dtype the model computes in.

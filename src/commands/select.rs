@@ -1,7 +1,7 @@
 use super::human_bytes;
 use crate::progress::Bar;
-use anyhow::{bail, Context};
-use illama_arch::{mlp_hidden_for, IllamaConfig, Preset};
+use anyhow::Context;
+use illama_arch::{ArchError, IllamaConfig, Overrides};
 use illama_formats::DType;
 use illama_select::{
     select, ElementSelection, LayerSelection, SelectOptions, SelectReport, TargetFormat,
@@ -76,36 +76,21 @@ enum Format {
 }
 
 fn student(a: &Args) -> anyhow::Result<(String, IllamaConfig)> {
-    let base = match a.student.as_str() {
-        "custom" => {
-            let (Some(dim), Some(depth), Some(heads)) = (a.dim, a.depth, a.heads) else {
-                bail!("--to custom needs --dim, --depth and --heads");
-            };
-            IllamaConfig::new(dim, depth, heads)
+    let overrides = Overrides {
+        dim: a.dim,
+        depth: a.depth,
+        heads: a.heads,
+        mlp_hidden: a.mlp_hidden,
+    };
+    IllamaConfig::student(&a.student, &overrides).map_err(|e| match e {
+        ArchError::CustomIncomplete => {
+            anyhow::anyhow!("--to custom needs --dim, --depth and --heads")
         }
-        name => Preset::parse(name)
-            .with_context(|| {
-                format!("unknown student '{name}': use tiny, small, base, large or custom")
-            })?
-            .config(),
-    };
-    let dim = a.dim.unwrap_or(base.dim);
-    let config = IllamaConfig {
-        dim,
-        depth: a.depth.unwrap_or(base.depth),
-        heads: a.heads.unwrap_or(base.heads),
-        mlp_hidden: a.mlp_hidden.unwrap_or(if a.dim.is_some() {
-            mlp_hidden_for(dim)
-        } else {
-            base.mlp_hidden
-        }),
-        ..base
-    };
-    let name = match Preset::parse(&a.student) {
-        Some(p) if config == p.config() => p.name().to_string(),
-        _ => "custom".to_string(),
-    };
-    Ok((name, config))
+        ArchError::UnknownSpec(name) => {
+            anyhow::anyhow!("unknown student '{name}': use tiny, small, base, large or custom")
+        }
+        other => other.into(),
+    })
 }
 
 fn layers(s: &str) -> anyhow::Result<LayerSelection> {

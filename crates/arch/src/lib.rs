@@ -57,6 +57,78 @@ pub enum ArchError {
     Heads { dim: usize, heads: usize },
     #[error("head dim {0} must be even for rotary embeddings")]
     OddHeadDim(usize),
+    #[error("unknown architecture '{0}': use tiny, small, base, large or custom:DIM,DEPTH,HEADS[,MLP_HIDDEN]")]
+    UnknownSpec(String),
+    #[error("a custom architecture needs its width, depth and number of heads")]
+    CustomIncomplete,
+}
+
+/// Changes to a named architecture (each `None` keeps the preset's value).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub dim: Option<usize>,
+    pub depth: Option<usize>,
+    pub heads: Option<usize>,
+    pub mlp_hidden: Option<usize>,
+}
+
+impl IllamaConfig {
+    /// `tiny`, `small`, `base`, `large`, or `custom:DIM,DEPTH,HEADS[,MLP_HIDDEN]` (the MLP width
+    /// defaults to the reference's rule for the width).
+    pub fn parse_spec(spec: &str) -> Result<IllamaConfig, ArchError> {
+        let bad = || ArchError::UnknownSpec(spec.to_string());
+        if let Some(list) = spec.strip_prefix("custom:") {
+            let v: Vec<usize> = list
+                .split(',')
+                .map(|x| x.trim().parse::<usize>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| bad())?;
+            let (dim, depth, heads) = match v[..] {
+                [d, l, h] | [d, l, h, _] => (d, l, h),
+                _ => return Err(bad()),
+            };
+            let mut c = IllamaConfig::new(dim, depth, heads);
+            if let Some(&m) = v.get(3) {
+                c.mlp_hidden = m;
+            }
+            return Ok(c);
+        }
+        Preset::parse(spec).map(|p| p.config()).ok_or_else(bad)
+    }
+
+    /// A named student (`tiny`..`large`, or `custom` with every override needed) with
+    /// `overrides` applied; a new width without a new MLP width gets the reference's MLP width
+    /// for it. Returns the name it goes by (the preset's when nothing changed, else `custom`).
+    pub fn student(name: &str, o: &Overrides) -> Result<(String, IllamaConfig), ArchError> {
+        let base = match name {
+            "custom" => {
+                let (Some(dim), Some(depth), Some(heads)) = (o.dim, o.depth, o.heads) else {
+                    return Err(ArchError::CustomIncomplete);
+                };
+                IllamaConfig::new(dim, depth, heads)
+            }
+            other => Preset::parse(other)
+                .ok_or_else(|| ArchError::UnknownSpec(other.to_string()))?
+                .config(),
+        };
+        let dim = o.dim.unwrap_or(base.dim);
+        let config = IllamaConfig {
+            dim,
+            depth: o.depth.unwrap_or(base.depth),
+            heads: o.heads.unwrap_or(base.heads),
+            mlp_hidden: o.mlp_hidden.unwrap_or(if o.dim.is_some() {
+                mlp_hidden_for(dim)
+            } else {
+                base.mlp_hidden
+            }),
+            ..base
+        };
+        let name = match Preset::parse(name) {
+            Some(p) if config == p.config() => p.name().to_string(),
+            _ => "custom".to_string(),
+        };
+        Ok((name, config))
+    }
 }
 
 /// An input size must be a positive multiple of the patch size, at most [`MAX_INPUT_SIZE`].
@@ -260,6 +332,44 @@ impl IllamaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn specs_and_students_resolve_as_the_cli_documents() {
+        assert_eq!(
+            IllamaConfig::parse_spec("base").unwrap(),
+            Preset::Base.config()
+        );
+        let c = IllamaConfig::parse_spec("custom:48,2,2,128").unwrap();
+        assert_eq!((c.dim, c.depth, c.heads, c.mlp_hidden), (48, 2, 2, 128));
+        let c = IllamaConfig::parse_spec("custom:512,8,8").unwrap();
+        assert_eq!(c.mlp_hidden, mlp_hidden_for(512));
+        for bad in ["huge", "custom:1,2", "custom:a,b,c", "custom:1,2,3,4,5"] {
+            assert!(IllamaConfig::parse_spec(bad).is_err(), "{bad}");
+        }
+        let none = Overrides::default();
+        assert_eq!(
+            IllamaConfig::student("tiny", &none).unwrap(),
+            ("tiny".to_string(), Preset::Tiny.config())
+        );
+        let deeper = Overrides {
+            depth: Some(6),
+            ..none
+        };
+        let (name, c) = IllamaConfig::student("tiny", &deeper).unwrap();
+        assert_eq!((name.as_str(), c.depth, c.dim), ("custom", 6, 192));
+        let wider = Overrides {
+            dim: Some(256),
+            ..none
+        };
+        assert_eq!(
+            IllamaConfig::student("tiny", &wider).unwrap().1.mlp_hidden,
+            mlp_hidden_for(256)
+        );
+        assert_eq!(
+            IllamaConfig::student("custom", &deeper),
+            Err(ArchError::CustomIncomplete)
+        );
+    }
 
     #[test]
     fn input_sizes_are_positive_multiples_of_the_patch_within_bounds() {
