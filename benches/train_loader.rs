@@ -94,9 +94,9 @@ fn profile(ds: &Dataset, t: &TrainTransform) {
             r.apply(&mut px, &mut rng);
         }
         let t4 = Instant::now();
-        normalize_into(&px, false, &mut out);
+        normalize_into(&px, false, &mut out).unwrap();
         let t5 = Instant::now();
-        t.erasing.apply(&mut out, 3, s, s, &mut rng);
+        t.erasing.apply(&mut out, 3, s, s, &mut rng).unwrap();
         let t6 = Instant::now();
         decode += (t1 - t0).as_secs_f64();
         crop += (t2 - t1).as_secs_f64();

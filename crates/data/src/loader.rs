@@ -81,8 +81,7 @@ impl ImageTransform for EvalTransform {
         if out.len() != 3 * px.width * px.height {
             return Err(TransformError::Buffer(out.len(), 3 * px.width * px.height));
         }
-        crate::transform::normalize_into(&px, false, out);
-        Ok(())
+        crate::transform::normalize_into(&px, false, out)
     }
 }
 

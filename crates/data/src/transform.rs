@@ -35,8 +35,12 @@ pub enum TransformError {
     Probability(f64),
     #[error("RandAugment policy: {0}")]
     Policy(crate::augment::PolicyError),
-    #[error("output buffer of {0} values for an image of {1}")]
+    #[error("buffer of {0} values for an image of {1}")]
     Buffer(usize, usize),
+    #[error("box {0} outside the {1}x{2} image")]
+    Box(String, usize, usize),
+    #[error("crop size must be positive")]
+    ZeroSize,
 }
 
 /// `size` must be a multiple of [`PATCH_SIZE`] within [`MIN_INPUT_SIZE`]`..=`[`MAX_INPUT_SIZE`].
@@ -129,11 +133,14 @@ pub fn to_chw_normalized(px: &Rgb8) -> Vec<f32> {
 /// ToTensor + Normalize of `px` (mirrored left-right when `flip`) into `out` (`[3, h, w]`),
 /// with the same f32 arithmetic as [`to_chw_normalized`]:
 /// `(v / 255 - mean) / std`.
-pub fn normalize_into(px: &Rgb8, flip: bool, out: &mut [f32]) {
+pub fn normalize_into(px: &Rgb8, flip: bool, out: &mut [f32]) -> Result<(), TransformError> {
     let (w, h) = (px.width, px.height);
     let plane = w * h;
-    assert_eq!(out.len(), 3 * plane, "output buffer size");
-    assert_eq!(px.data.len(), 3 * plane, "pixel buffer size");
+    for len in [out.len(), px.data.len()] {
+        if len != 3 * plane {
+            return Err(TransformError::Buffer(len, 3 * plane));
+        }
+    }
     // 256-entry tables per channel: the same value the formula gives, without a division per pixel.
     let mut lut = [[0f32; 256]; 3];
     for (c, t) in lut.iter_mut().enumerate() {
@@ -153,4 +160,5 @@ pub fn normalize_into(px: &Rgb8, flip: bool, out: &mut [f32]) {
             b[xo] = lut[2][p[2] as usize];
         }
     }
+    Ok(())
 }

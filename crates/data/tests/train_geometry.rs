@@ -60,9 +60,9 @@ fn flip_matches_pil_and_fuses_into_normalisation() {
     let mut px = resized_crop(&photo, b, 64).unwrap();
     let plain = to_chw_normalized(&px);
     let mut fused = vec![0f32; plain.len()];
-    normalize_into(&px, false, &mut fused);
+    normalize_into(&px, false, &mut fused).unwrap();
     assert_eq!(fused, plain, "normalize_into without flip");
-    normalize_into(&px, true, &mut fused);
+    normalize_into(&px, true, &mut fused).unwrap();
     hflip(&mut px);
     assert_eq!(px, png("crop_0_flip.png"));
     assert_eq!(fused, to_chw_normalized(&px), "normalize_into with flip");
@@ -119,7 +119,7 @@ fn random_resized_crop_distribution_matches_timm() {
             r["width"].as_u64().unwrap() as usize,
             r["height"].as_u64().unwrap() as usize,
         );
-        let t = RandomResizedCrop::new(224);
+        let t = RandomResizedCrop::new(224).unwrap();
         assert_eq!(r["scale"][0].as_f64().unwrap(), t.scale.0);
         assert_eq!(r["ratio"][1].as_f64().unwrap(), t.ratio.1);
         let (pa, pr) = rrc_p(&t, w, h, r["file"].as_str().unwrap());
@@ -129,11 +129,11 @@ fn random_resized_crop_distribution_matches_timm() {
 
 #[test]
 fn random_resized_crop_test_detects_a_wrong_range() {
-    let mut t = RandomResizedCrop::new(224);
+    let mut t = RandomResizedCrop::new(224).unwrap();
     t.scale = (0.1, 1.0);
     let (pa, _) = rrc_p(&t, 500, 375, "rrc_500x375.bin");
     assert!(pa < ALPHA, "scale (0.1, 1) not detected: p {pa}");
-    let mut t = RandomResizedCrop::new(224);
+    let mut t = RandomResizedCrop::new(224).unwrap();
     t.ratio = (0.7, 1.0 / 0.7);
     let (_, pr) = rrc_p(&t, 500, 375, "rrc_500x375.bin");
     assert!(pr < ALPHA, "ratio (0.7, 1/0.7) not detected: p {pr}");
@@ -141,7 +141,7 @@ fn random_resized_crop_test_detects_a_wrong_range() {
 
 #[test]
 fn random_resized_crop_boxes_stay_inside_any_image() {
-    let t = RandomResizedCrop::new(32);
+    let t = RandomResizedCrop::new(32).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     for (w, h) in [(1, 1), (1, 1000), (5000, 20), (2, 3), (451, 300), (16, 16)] {
         for _ in 0..2000 {
@@ -154,7 +154,7 @@ fn random_resized_crop_boxes_stay_inside_any_image() {
         }
     }
     // timm's fallback for a very tall image: full width, height round(w / (3/4)), centered.
-    let mut never = RandomResizedCrop::new(32);
+    let mut never = RandomResizedCrop::new(32).unwrap();
     never.scale = (2.0, 2.0); // no try can fit
     let b = never.sample(100, 800, &mut rng);
     assert_eq!(
@@ -239,7 +239,7 @@ fn random_erasing_applies_to_a_quarter_of_images() {
     let mut erased = 0;
     for _ in 0..n {
         img.fill(0.0);
-        if re.apply(&mut img, 3, s, s, &mut rng) > 0 {
+        if re.apply(&mut img, 3, s, s, &mut rng).unwrap() > 0 {
             erased += 1;
             assert!(img.iter().any(|&v| v != 0.0));
         } else {
@@ -267,7 +267,7 @@ fn erasing_fills_exactly_the_box() {
         .map(|v| -(v as f32) - 0.5)
         .collect();
     let mut it = noise.iter();
-    fill_box(&mut img, c, h, w, b, |_| *it.next().unwrap());
+    fill_box(&mut img, c, h, w, b, |_| *it.next().unwrap()).unwrap();
     assert!(it.next().is_none());
     let mut k = 0;
     for ch in 0..c {
@@ -296,7 +296,7 @@ fn pixel_mode_noise_is_standard_normal() {
     let mut values = Vec::new();
     for _ in 0..20 {
         img.fill(f32::NAN);
-        assert_eq!(re.apply(&mut img, 3, s, s, &mut rng), 1);
+        assert_eq!(re.apply(&mut img, 3, s, s, &mut rng).unwrap(), 1);
         values.extend(img.iter().filter(|v| !v.is_nan()).map(|&v| v as f64));
     }
     let n = values.len() as f64;
@@ -320,7 +320,7 @@ fn train_transform_composes_the_steps() {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let px = t.pixels(&photo, &mut rng).unwrap();
             let mut want = to_chw_normalized(&px);
-            t.erasing.apply(&mut want, 3, 64, 64, &mut rng);
+            t.erasing.apply(&mut want, 3, 64, 64, &mut rng).unwrap();
             assert_eq!(got, want, "seed {seed}");
             let mut again = vec![0f32; got.len()];
             t.apply_into(&photo, &mut ChaCha8Rng::seed_from_u64(seed), &mut again)
@@ -366,4 +366,45 @@ fn throughput() {
         "TrainTransform(224) from 500x375: {:.3} ms per image",
         per * 1e3
     );
+}
+
+#[test]
+fn bad_sizes_are_errors_not_panics() {
+    assert!(RandomResizedCrop::new(0).is_err());
+    // An empty image gives an empty box, which the resize then refuses.
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let b = RandomResizedCrop::new(32).unwrap().sample(0, 10, &mut rng);
+    assert_eq!((b.width, b.height), (0, 0));
+    // Buffers that do not match the image.
+    let px = Rgb8 {
+        width: 4,
+        height: 4,
+        data: vec![0; 48],
+    };
+    assert!(normalize_into(&px, false, &mut [0f32; 47]).is_err());
+    let mut img = vec![0f32; 3 * 8 * 8];
+    let outside = Rect {
+        top: 6,
+        left: 0,
+        height: 4,
+        width: 2,
+    };
+    assert!(fill_box(&mut img, 3, 8, 8, outside, |_| 1.0).is_err());
+    assert!(fill_box(
+        &mut img[..10],
+        3,
+        8,
+        8,
+        Rect {
+            top: 0,
+            left: 0,
+            height: 1,
+            width: 1
+        },
+        |_| 1.0
+    )
+    .is_err());
+    assert!(RandomErasing::new(1.0)
+        .apply(&mut img[..5], 3, 8, 8, &mut rng)
+        .is_err());
 }

@@ -25,14 +25,18 @@ impl ElementSelection {
         }
     }
 
-    /// Indices of `s` elements out of `t` (requires `s <= t`).
-    pub fn indices(self, t: usize, s: usize) -> Vec<usize> {
-        assert!(s <= t, "cannot select {s} of {t}");
-        match self {
+    /// Indices of `s` elements out of `t`; an error when `s > t`.
+    pub fn indices(self, t: usize, s: usize) -> Result<Vec<usize>, crate::SelectError> {
+        if s > t {
+            return Err(crate::SelectError::Student(format!(
+                "cannot select {s} of {t} elements"
+            )));
+        }
+        Ok(match self {
             ElementSelection::Uniform => uniform_indices(t, s),
             ElementSelection::First => (0..s).collect(),
             ElementSelection::Random { seed } => random_indices(seed, t, s),
-        }
+        })
     }
 }
 
@@ -90,7 +94,8 @@ impl LayerSelection {
 /// `torch.linspace`'s float32 CPU kernel (a single-rounding fused multiply-add from the start for
 /// the first `s / 2` points, from the end for the rest) and round-half-to-even.
 pub fn uniform_indices(t: usize, s: usize) -> Vec<usize> {
-    if s == 0 {
+    if s == 0 || t == 0 {
+        // Nothing to select from (t = 0 is only valid with s = 0; `indices` refuses s > t).
         return Vec::new();
     }
     if t % s == 0 {
@@ -179,11 +184,29 @@ mod tests {
 
     #[test]
     fn random_is_sorted_distinct_and_stable() {
-        let a = ElementSelection::Random { seed: 7 }.indices(100, 30);
-        assert_eq!(a, ElementSelection::Random { seed: 7 }.indices(100, 30));
+        let a = ElementSelection::Random { seed: 7 }
+            .indices(100, 30)
+            .unwrap();
+        assert_eq!(
+            a,
+            ElementSelection::Random { seed: 7 }
+                .indices(100, 30)
+                .unwrap()
+        );
         assert!(a.windows(2).all(|w| w[0] < w[1]));
-        assert_ne!(a, ElementSelection::Random { seed: 8 }.indices(100, 30));
-        assert_eq!(ElementSelection::First.indices(10, 3), vec![0, 1, 2]);
+        assert_ne!(
+            a,
+            ElementSelection::Random { seed: 8 }
+                .indices(100, 30)
+                .unwrap()
+        );
+        assert_eq!(
+            ElementSelection::First.indices(10, 3).unwrap(),
+            vec![0, 1, 2]
+        );
+        // More than there is: an error, not a panic.
+        assert!(ElementSelection::Uniform.indices(3, 10).is_err());
+        assert!(uniform_indices(0, 4).is_empty());
     }
 
     #[test]

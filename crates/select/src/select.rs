@@ -252,9 +252,9 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
             pairs.push((tc.kv_dim, opts.student.dim));
         }
         for (t, s) in pairs {
-            index_sets
-                .entry(key(t, s))
-                .or_insert_with(|| opts.elements.indices(t, s));
+            if let std::collections::btree_map::Entry::Vacant(e) = index_sets.entry(key(t, s)) {
+                e.insert(opts.elements.indices(t, s)?);
+            }
         }
     }
 

@@ -29,13 +29,15 @@ pub struct RandomResizedCrop {
 
 impl RandomResizedCrop {
     /// The reference's parameters: scale (0.08, 1), ratio (3/4, 4/3), bicubic.
-    pub fn new(size: usize) -> Self {
-        assert!(size > 0, "RandomResizedCrop size must be positive");
-        RandomResizedCrop {
+    pub fn new(size: usize) -> Result<Self, crate::TransformError> {
+        if size == 0 {
+            return Err(crate::TransformError::ZeroSize);
+        }
+        Ok(RandomResizedCrop {
             size,
             scale: (0.08, 1.0),
             ratio: (3.0 / 4.0, 4.0 / 3.0),
-        }
+        })
     }
 
     /// timm's `get_params` on a `width x height` image: ten tries of an area drawn uniformly
@@ -46,8 +48,16 @@ impl RandomResizedCrop {
     /// One deliberate difference: a try giving an empty box (`w` or `h` rounding to 0, which
     /// only happens for images of fewer than about 5 pixels) is rejected, where timm would return
     /// it and PIL would then produce a black image.
+    /// An empty image gives an empty box (which the resize then refuses).
     pub fn sample<R: Rng + ?Sized>(&self, width: usize, height: usize, rng: &mut R) -> Rect {
-        assert!(width > 0 && height > 0, "empty image");
+        if width == 0 || height == 0 {
+            return Rect {
+                left: 0,
+                top: 0,
+                width: 0,
+                height: 0,
+            };
+        }
         let area = (width * height) as f64;
         let log_ratio = (self.ratio.0.ln(), self.ratio.1.ln());
         for _ in 0..10 {

@@ -99,10 +99,15 @@ impl RandomErasing {
         height: usize,
         width: usize,
         rng: &mut R,
-    ) -> usize {
-        assert_eq!(img.len(), channels * height * width, "image buffer size");
+    ) -> Result<usize, crate::TransformError> {
+        if img.len() != channels * height * width {
+            return Err(crate::TransformError::Buffer(
+                img.len(),
+                channels * height * width,
+            ));
+        }
         if !self.draw_apply(rng) {
-            return 0;
+            return Ok(0);
         }
         let count = self.draw_count(rng);
         let mut erased = 0;
@@ -111,10 +116,10 @@ impl RandomErasing {
                 continue;
             };
             match self.mode {
-                EraseMode::Const => fill_box(img, channels, height, width, b, |_| 0.0),
+                EraseMode::Const => fill_box(img, channels, height, width, b, |_| 0.0)?,
                 EraseMode::Pixel => fill_box(img, channels, height, width, b, |_| {
                     StandardNormal.sample(&mut *rng)
-                }),
+                })?,
                 EraseMode::Rand => {
                     // One value per channel; the fill goes channel by channel, so a value is
                     // drawn when the channel changes.
@@ -126,12 +131,12 @@ impl RandomErasing {
                             current = Some((c, v));
                             v
                         }
-                    });
+                    })?;
                 }
             }
             erased += 1;
         }
-        erased
+        Ok(erased)
     }
 }
 
@@ -144,12 +149,16 @@ pub fn fill_box(
     width: usize,
     b: Rect,
     mut value: impl FnMut(usize) -> f32,
-) {
-    assert!(
-        b.top + b.height <= height && b.left + b.width <= width,
-        "box {b:?} outside the {width}x{height} image"
-    );
-    assert_eq!(img.len(), channels * height * width, "image buffer size");
+) -> Result<(), crate::TransformError> {
+    if b.top + b.height > height || b.left + b.width > width {
+        return Err(crate::TransformError::Box(format!("{b:?}"), width, height));
+    }
+    if img.len() != channels * height * width {
+        return Err(crate::TransformError::Buffer(
+            img.len(),
+            channels * height * width,
+        ));
+    }
     for (c, plane) in img.chunks_exact_mut(height * width).enumerate() {
         for y in b.top..b.top + b.height {
             let row = &mut plane[y * width + b.left..y * width + b.left + b.width];
@@ -158,4 +167,5 @@ pub fn fill_box(
             }
         }
     }
+    Ok(())
 }

@@ -56,7 +56,7 @@ impl TrainTransform {
             .map_err(TransformError::Policy)?
             .map(|c| RandAugment::new(&c, Hparams::imagenet_bicubic()));
         Ok(TrainTransform {
-            crop: RandomResizedCrop::new(size),
+            crop: RandomResizedCrop::new(size)?,
             hflip: 0.5,
             rand_augment,
             erasing: RandomErasing::new(reprob),
@@ -97,8 +97,8 @@ impl TrainTransform {
             return Err(TransformError::Buffer(out.len(), 3 * s * s));
         }
         let px = self.pixels(img, rng)?;
-        normalize_into(&px, false, out);
-        self.erasing.apply(out, 3, s, s, rng);
+        normalize_into(&px, false, out)?;
+        self.erasing.apply(out, 3, s, s, rng)?;
         Ok(())
     }
 
