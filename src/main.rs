@@ -62,9 +62,45 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(h) = hint(&e) {
+                eprintln!("hint: {h}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// What a user can do about a failure, in terms of this command line's flags (the libraries
+/// name no flags).
+fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    use illama_data::LoaderError;
+    use illama_formats::FormatError;
+    const FORCE: &str = "add --force to replace it (only a regular file, never an input)";
+    const SKIP: &str = "--skip-bad leaves unreadable images out and lists them";
+    // Wrapping errors are transparent (they show and chain through the inner error's text), so
+    // the inner error is found by matching the wrappers too.
+    e.chain().find_map(|cause| {
+        let format = cause.downcast_ref::<FormatError>().or_else(|| match cause
+            .downcast_ref::<illama_select::SelectError>(
+        ) {
+            Some(illama_select::SelectError::Format(f)) => Some(f),
+            _ => None,
+        });
+        let loader = cause.downcast_ref::<LoaderError>().or_else(|| match cause
+            .downcast_ref::<illama_train::EvalError>(
+        ) {
+            Some(illama_train::EvalError::Loader(l)) => Some(l),
+            _ => None,
+        });
+        if let Some(illama_data::DatasetError::DevkitSynsetsNeeded(_)) = cause.downcast_ref() {
+            return Some("pass the synset list with --devkit-synsets FILE");
+        }
+        match (format, loader) {
+            (Some(FormatError::OutputExists { .. }), _) => Some(FORCE),
+            (_, Some(LoaderError::Image(_))) => Some(SKIP),
+            _ => None,
+        }
+    })
 }
 
 /// On SIGINT, SIGTERM or SIGHUP, removes the outputs being written (their temporary files) and

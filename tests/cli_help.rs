@@ -34,3 +34,54 @@ fn every_command_has_examples_and_json() {
         assert!(help.contains("--json"), "{cmd} has no --json");
     }
 }
+
+/// The libraries name no flags; the command line adds what to do, in its own flags.
+#[test]
+fn failures_hint_at_the_flag_that_helps() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = common::fixture("model/tiny.safetensors");
+    let out = dir.path().join("w.pth");
+    let convert = || {
+        bin()
+            .args([
+                "convert",
+                weights.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    assert!(convert().status.success());
+    let again = convert();
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("already exists") && err.contains("hint: add --force"),
+        "{err}"
+    );
+
+    let val = dir.path().join("val");
+    std::fs::create_dir_all(val.join("n01440764")).unwrap();
+    std::fs::write(val.join("n01440764/broken.JPEG"), b"not a jpeg at all").unwrap();
+    let v = bin()
+        .args([
+            "verify",
+            "--imagenet",
+            val.to_str().unwrap(),
+            "--weights",
+            weights.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!v.status.success());
+    let err = String::from_utf8_lossy(&v.stderr);
+    assert!(
+        err.contains("broken.JPEG") && err.contains("hint: --skip-bad"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("use --skip-bad"),
+        "the library names no flag: {err}"
+    );
+}

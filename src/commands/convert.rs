@@ -128,8 +128,13 @@ fn print_summary(r: &ConvertReport) {
         );
     }
     for n in &r.not_converted {
+        let hint = if n.tensors > 0 {
+            format!(" [--key {}]", printable(&n.name))
+        } else {
+            String::new()
+        };
         println!(
-            "  not converted: {} ({}): {}",
+            "  not converted: {} ({}): {}{hint}",
             printable(&n.name),
             printable(&n.kind),
             printable(&n.why)

@@ -161,8 +161,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             b.inc((batch.labels.len() + batch.skipped.len()) as u64);
             b.set_message(format!("top-1 {:.2}%", acc.top1_percent()));
         }
-    })
-    .map_err(anyhow::Error::msg)?;
+    })?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -51,6 +51,8 @@ pub enum DatasetError {
     Cycle { path: PathBuf, target: PathBuf },
     #[error("{0}: folders nested more than {MAX_DEPTH} deep")]
     TooDeep(PathBuf),
+    #[error("{0}: devkit ground truth (ILSVRC2012_IDs) needs the devkit's synset list (the 1000 wnids in ILSVRC2012_ID order, from its meta.mat), or use a file,wnid CSV")]
+    DevkitSynsetsNeeded(PathBuf),
     #[error("{root}: {present} classes, but the model has {model}")]
     TooManyClasses {
         root: PathBuf,
@@ -174,7 +176,7 @@ impl Dataset {
             .collect();
         if classes.is_empty() {
             return Err(DatasetError::Invalid(format!(
-                "{}: no class folders (expected <root>/<class>/<image>, or a flat folder with --labels)",
+                "{}: no class folders (expected <root>/<class>/<image>, or a flat folder with a labels file)",
                 root.display()
             )));
         }
@@ -311,10 +313,7 @@ impl Dataset {
         let mut samples = Vec::with_capacity(files.len());
         if lines.iter().all(|l| l.parse::<usize>().is_ok()) {
             let Some(map) = devkit_synsets else {
-                return Err(DatasetError::Invalid(format!(
-                    "{}: devkit ground truth (ILSVRC2012_IDs) needs --devkit-synsets, the 1000 wnids in ILSVRC2012_ID order (from the devkit's meta.mat), or use a file,wnid CSV",
-                    labels.display()
-                )));
+                return Err(DatasetError::DevkitSynsetsNeeded(labels.to_path_buf()));
             };
             let order: Vec<String> = read_text_bounded(map, MAX_LABELS_BYTES, "synsets file")?
                 .split_whitespace()

@@ -139,7 +139,7 @@ pub enum LoaderError {
     #[error("could not start the loader's threads: {0}")]
     Threads(String),
     /// An image failed and `skip_bad` was off.
-    #[error("{0} (use --skip-bad to leave unreadable images out)")]
+    #[error("{0}")]
     Image(LoadError),
     /// The batch step (mixing) refused a batch.
     #[error("batch {batch}: {why}")]
@@ -255,7 +255,7 @@ pub fn eval_batches(
     opts: LoaderOptions,
 ) -> Result<Batches, LoaderError> {
     if opts.limit == Some(0) {
-        return Err(LoaderError::NoImages("--limit 0".into()));
+        return Err(LoaderError::NoImages("a limit of 0 images".into()));
     }
     let n = opts.limit.unwrap_or(usize::MAX).min(dataset.samples.len());
     let plan = Plan {

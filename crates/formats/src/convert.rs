@@ -75,6 +75,8 @@ pub struct NotConverted {
     pub name: String,
     pub kind: String,
     pub why: String,
+    /// Tensors the entry holds (convert the entry itself to keep them).
+    pub tensors: usize,
 }
 
 /// Largest JSON value kept in `__metadata__`.
@@ -145,7 +147,7 @@ pub fn convert(
     if let Some(w) = &opts.wrap {
         if target != TargetFormat::Pth || sharded {
             return Err(FormatError::Invalid(format!(
-                "--wrap {w} applies to single-file .pth output only (sharded checkpoints hold bare state dicts)"
+                "wrapping the state dict under '{w}' applies to single-file .pth output only (sharded checkpoints hold bare state dicts)"
             )));
         }
     }
@@ -286,13 +288,14 @@ fn build_metadata(
             name: "__metadata__".into(),
             kind: format!("safetensors metadata ({} keys)", keys.len()),
             why: ".pth files have no place for it".into(),
+            tensors: 0,
         });
     }
     let entries = store.other_entries().iter().chain(store.non_tensors());
     for e in entries {
         let why = if e.tensors > 0 {
             format!(
-                "holds {} tensors outside the converted entry (convert it with --key {})",
+                "holds {} tensors outside the converted entry (convert entry '{}' on its own to keep them)",
                 e.tensors, e.name
             )
         } else if target == TargetFormat::Pth {
@@ -316,6 +319,7 @@ fn build_metadata(
             name: e.name.clone(),
             kind: e.kind.clone(),
             why,
+            tensors: e.tensors,
         });
     }
     Ok(md)

@@ -32,7 +32,7 @@ pub enum FormatError {
     Invalid(String),
     #[error("{path}: {why}")]
     OutputRefused { path: PathBuf, why: String },
-    #[error("{path} already exists (use --force to overwrite)")]
+    #[error("{path} already exists")]
     OutputExists { path: PathBuf },
     /// An input that is not a regular file (a FIFO, a device, a directory), or larger than the
     /// bound for its kind; the message names the path.

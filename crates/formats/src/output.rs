@@ -138,7 +138,7 @@ impl OutputPolicy {
             return Err(Self::refuse(
                 dest,
                 format!(
-                    "is {}; refusing to replace it, --force or not",
+                    "is {}; refusing to replace it, even when asked to overwrite",
                     crate::input::kind_of(&ft)
                 ),
             ));

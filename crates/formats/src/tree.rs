@@ -114,7 +114,7 @@ impl RootChoice {
     pub fn describe(&self) -> Option<String> {
         match self {
             RootChoice::Whole => None,
-            RootChoice::Requested(k) => Some(format!("'{k}' (--key)")),
+            RootChoice::Requested(k) => Some(format!("'{k}' (as asked)")),
             RootChoice::Automatic { key, why } => Some(format!("'{key}': {why}")),
         }
     }
@@ -175,7 +175,7 @@ pub fn choose_root(root: &Node, requested: Option<&str>) -> Result<RootChoice, S
                     return Ok(RootChoice::Automatic {
                         key: key.into(),
                         why: format!(
-                            "'{key}' holds {inside} of the {total} tensors; the others are not converted (choose with --key)"
+                            "'{key}' holds {inside} of the {total} tensors; the others are not converted (another entry can be chosen)"
                         ),
                     });
                 }

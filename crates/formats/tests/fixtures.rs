@@ -356,7 +356,7 @@ fn metadata_records_provenance_and_small_entries() {
     assert!(report
         .not_converted
         .iter()
-        .any(|n| n.name == "model_ema" && n.why.contains("--key model_ema")));
+        .any(|n| n.name == "model_ema" && n.why.contains("convert entry 'model_ema'")));
 }
 
 /// The float dtypes of fixtures/formats/casts.safetensors: tensor `SRC` holds awkward values of

@@ -131,7 +131,7 @@ pub fn infer_config(
     let (base, heads) = infer_shapes(map, metadata)?;
     heads.map(|(heads, how)| (IllamaConfig { heads, ..base }, how)).ok_or_else(|| {
         format!(
-            "width {} matches no preset and the file records no architecture, so the number of heads is unknown: pass --model",
+            "width {} matches no preset and the file records no architecture, so the number of heads is unknown: give the architecture",
             base.dim
         )
     })
@@ -234,7 +234,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Illama, LoadReport), Loa
                 num_classes: shapes.num_classes,
                 ..c
             };
-            (c, "--model".to_string())
+            (c, "given".to_string())
         }
         None => infer_config(&map, store.metadata()).map_err(&bad)?,
     };

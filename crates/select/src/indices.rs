@@ -73,13 +73,13 @@ impl LayerSelection {
             LayerSelection::Explicit(l) => {
                 if l.len() != depth {
                     return Err(format!(
-                        "--layers lists {} layers for a student of depth {depth}",
+                        "the layer list has {} layers for a student of depth {depth}",
                         l.len()
                     ));
                 }
                 if let Some(bad) = l.iter().find(|&&i| i >= teacher_layers) {
                     return Err(format!(
-                        "--layers names layer {bad}, the teacher has {teacher_layers} (0..{})",
+                        "the layer list names layer {bad}, the teacher has {teacher_layers} (0..{})",
                         teacher_layers - 1
                     ));
                 }

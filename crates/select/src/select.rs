@@ -268,7 +268,7 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
             ));
         }
         if opts.dtype.is_none() {
-            notes.push(format!("dtype {} kept from the Meta checkpoint; the Hugging Face release (and so the reference output) is F16: pass --dtype f16 for its exact bytes", teacher.dtype));
+            notes.push(format!("dtype {} kept from the Meta checkpoint; the Hugging Face release (and so the reference output) is F16: cast to f16 for its exact bytes", teacher.dtype));
         }
     }
     if tc.grouped_query() {

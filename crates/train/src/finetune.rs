@@ -500,7 +500,7 @@ fn load_for_eval(
         })?;
         if t.shape != var.dims() || t.dtype != illama_formats::DType::F32 {
             return Err(FinetuneError::Config(format!(
-                "{}: '{full}' is {} {:?}, the model's is f32 {:?} (check --model and --input-size)",
+                "{}: '{full}' is {} {:?}, the model's is f32 {:?} (check the architecture and the input size)",
                 checkpoint.display(),
                 t.dtype,
                 t.shape,

@@ -190,7 +190,7 @@ pub fn prepare_output_dir(dir: &Path, inputs: &[&Path]) -> Result<(), RunError> 
         };
         if input.is_dir() && (here.starts_with(&input) || input.starts_with(&here)) {
             return Err(RunError::OutputDir(format!(
-                "{}: the output folder would hold or sit inside the input {}; choose another --output-dir",
+                "{}: the output folder would hold or sit inside the input {}; choose another output folder",
                 dir.display(),
                 input.display()
             )));
@@ -208,7 +208,7 @@ pub fn prepare_output_dir(dir: &Path, inputs: &[&Path]) -> Result<(), RunError> 
     for e in std::fs::read_dir(&here).map_err(io)?.flatten() {
         if let Some(name) = e.file_name().to_str().filter(|n| ours(n)) {
             return Err(RunError::OutputDir(format!(
-                "{}: holds {name}, which this tool did not write (no {RUN_MARKER} file); choose another --output-dir",
+                "{}: holds {name}, which this tool did not write (no {RUN_MARKER} file); choose another output folder",
                 dir.display()
             )));
         }

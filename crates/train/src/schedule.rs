@@ -9,7 +9,7 @@
 pub enum ScheduleError {
     #[error("{warmup} warmup steps, more than the {total} steps of the run")]
     WarmupTooLong { warmup: usize, total: usize },
-    #[error("--warmup-steps needs --warmup-epochs above 0 (the reference warms up only then)")]
+    #[error("warmup steps need warmup epochs above 0 (the reference warms up only then)")]
     WarmupStepsWithoutEpochs,
     #[error("cutoff epoch {cutoff} is after the last epoch ({epochs})")]
     CutoffAfterEnd { cutoff: usize, epochs: usize },
