@@ -1,7 +1,7 @@
 use anyhow::{bail, Context};
 use candle_core::{DType, Device};
 use illama_formats::{write_tensors, DType as FileDType, OutTensor, OutputPolicy, TargetFormat};
-use illama_model::{load, parse_device, read_tensors, LoadOptions};
+use illama_model::{load, read_tensors};
 use std::path::PathBuf;
 
 /// Compute logits of an iLLaMA checkpoint for a batch of preprocessed images.
@@ -16,9 +16,8 @@ pub struct Args {
     /// Checkpoint (.pth, .safetensors; {'model': ...} training checkpoints too).
     #[arg(long)]
     weights: PathBuf,
-    /// Architecture: tiny, small, base, large, or custom:DIM,DEPTH,HEADS[,MLP]. Default: inferred.
-    #[arg(long)]
-    model: Option<String>,
+    #[command(flatten)]
+    m: super::args::ModelArgs,
     /// safetensors file with `pixel_values` [B, 3, S, S] f32.
     #[arg(long)]
     input: PathBuf,
@@ -32,12 +31,6 @@ pub struct Args {
     /// when it differs from the checkpoint's.
     #[arg(long, value_parser = super::parse_input_size)]
     input_size: Option<usize>,
-    /// cpu or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Compute dtype: f32 (exact parity with PyTorch), bf16 or f16 (faster where supported).
-    #[arg(long, default_value = "f32", value_parser = super::parse_compute_dtype)]
-    dtype: candle_core::DType,
     /// Overwrite an existing output (never an input, a directory or a special file).
     #[arg(long)]
     force: bool,
@@ -47,7 +40,6 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
     let policy = OutputPolicy::new(a.force).protect([&a.input, &a.weights]);
     // Refuse a bad output before the work, and again when writing.
     policy.check_file(&a.output)?;
@@ -71,13 +63,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if size != h {
         bail!("--input-size {size} but pixel_values is {h}x{w}");
     }
-    let opts = LoadOptions {
-        config: a.model.as_deref().map(super::parse_model).transpose()?,
-        img_size: Some(size),
-        device: device.clone(),
-        dtype: a.dtype,
-        ..Default::default()
-    };
+    let opts = a.m.load_options(Some(size))?;
+    let device = opts.device.clone();
     let (model, _) = load(&a.weights, &opts)?;
     let logits = model
         .forward_with(

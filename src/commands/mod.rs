@@ -1,3 +1,4 @@
+pub mod args;
 pub mod convert;
 pub mod finetune;
 pub mod inspect;

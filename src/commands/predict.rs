@@ -1,8 +1,7 @@
-use crate::commands::parse_model;
 use anyhow::Context;
 use candle_core::{DType, Tensor};
 use illama_data::{imagenet_classes, read_image, EvalTransform};
-use illama_model::{load, parse_device, LoadOptions};
+use illama_model::load;
 use illama_train::metrics::{softmax, top_k};
 use std::path::PathBuf;
 
@@ -17,32 +16,19 @@ pub struct Args {
     images: Vec<PathBuf>,
     #[arg(long)]
     weights: PathBuf,
-    /// Architecture: tiny, small, base, large, custom:DIM,DEPTH,HEADS[,MLP]. Default: inferred.
-    #[arg(long)]
-    model: Option<String>,
+    #[command(flatten)]
+    m: super::args::ModelArgs,
     #[arg(long, default_value_t = 5, value_parser = super::parse_positive)]
     topk: usize,
     #[arg(long, default_value_t = 224, value_parser = super::parse_input_size)]
     input_size: usize,
-    /// cpu or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Compute dtype: f32 (exact parity with PyTorch), bf16 or f16 (faster where supported).
-    #[arg(long, default_value = "f32", value_parser = super::parse_compute_dtype)]
-    dtype: candle_core::DType,
     /// Print JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let opts = LoadOptions {
-        config: a.model.as_deref().map(parse_model).transpose()?,
-        img_size: Some(a.input_size),
-        device: parse_device(&a.device).map_err(anyhow::Error::msg)?,
-        dtype: a.dtype,
-        ..Default::default()
-    };
+    let opts = a.m.load_options(Some(a.input_size))?;
     let (model, _) =
         load(&a.weights, &opts).with_context(|| format!("loading {}", a.weights.display()))?;
     let names = imagenet_classes();

@@ -1,8 +1,7 @@
-use crate::commands::parse_model;
 use anyhow::{bail, Context};
 use illama_data::{eval_batches, imagenet_classes, Dataset, EvalTransform, LoaderOptions};
 use illama_formats::{write_tensors, DType as FileDType, OutTensor, OutputPolicy, TargetFormat};
-use illama_model::{load, parse_device, LoadOptions};
+use illama_model::{load, LoadOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -23,9 +22,8 @@ pub struct Args {
     /// Checkpoint (.pth or .safetensors; training checkpoints too).
     #[arg(long)]
     weights: PathBuf,
-    /// Architecture: tiny, small, base, large, custom:DIM,DEPTH,HEADS[,MLP]. Default: inferred.
-    #[arg(long)]
-    model: Option<String>,
+    #[command(flatten)]
+    m: super::args::ModelArgs,
     /// Entry of a training checkpoint to evaluate (model, model_ema).
     #[arg(long)]
     key: Option<String>,
@@ -47,12 +45,6 @@ pub struct Args {
     /// Decoding threads. Default: all cores.
     #[arg(long, value_parser = super::parse_positive)]
     workers: Option<usize>,
-    /// cpu or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Compute dtype: f32 (exact parity with PyTorch), bf16 or f16 (faster where supported).
-    #[arg(long, default_value = "f32", value_parser = super::parse_compute_dtype)]
-    dtype: candle_core::DType,
     /// Leave unreadable images out (they are listed) instead of stopping.
     #[arg(long)]
     skip_bad: bool,
@@ -90,13 +82,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
     let opts = LoadOptions {
-        config: a.model.as_deref().map(parse_model).transpose()?,
-        img_size: Some(a.input_size),
-        device,
         key: a.key.clone(),
-        dtype: a.dtype,
+        ..a.m.load_options(Some(a.input_size))?
     };
     let (model, report) =
         load(&a.weights, &opts).with_context(|| format!("loading {}", a.weights.display()))?;
