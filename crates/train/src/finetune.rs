@@ -35,8 +35,29 @@ pub enum FinetuneError {
     Model(#[from] candle_core::Error),
     #[error(transparent)]
     Arch(#[from] illama_arch::ArchError),
-    #[error("{0}")]
-    Config(String),
+    /// A setting outside what the recipe can run.
+    #[error("{name} = {value}: {rule}")]
+    Setting {
+        name: &'static str,
+        value: f64,
+        rule: &'static str,
+    },
+    #[error("{dir}: {images} training images cannot fill one optimiser step of {batch} x {update_freq} images")]
+    TooFewImages {
+        dir: PathBuf,
+        images: usize,
+        batch: usize,
+        update_freq: usize,
+    },
+    #[error("evaluation needs validation images")]
+    NoValidation,
+    /// A checkpoint to evaluate that does not hold this model's weights.
+    #[error("{path}: {why}")]
+    Checkpoint { path: PathBuf, why: String },
+}
+
+fn setting(name: &'static str, value: f64, rule: &'static str) -> Result<(), FinetuneError> {
+    Err(FinetuneError::Setting { name, value, rule })
 }
 
 /// Every setting of a run. Defaults are the reference's `main_soft.py` defaults.
@@ -250,10 +271,13 @@ pub fn schedules(recipe: &Recipe, steps_per_epoch: usize) -> Result<Schedules, F
 }
 
 fn check(recipe: &Recipe) -> Result<(), FinetuneError> {
-    let bad = |s: String| Err(FinetuneError::Config(s));
     let r = recipe;
     if r.epochs == 0 || r.batch_size == 0 || r.update_freq == 0 {
-        return bad("epochs, batch size and update frequency must be at least 1".into());
+        let (name, value) = [("epochs", r.epochs), ("batch_size", r.batch_size)]
+            .into_iter()
+            .find(|(_, v)| *v == 0)
+            .unwrap_or(("update_freq", r.update_freq));
+        return setting(name, value as f64, "must be at least 1");
     }
     for (name, v) in [
         ("lr", r.lr),
@@ -261,7 +285,7 @@ fn check(recipe: &Recipe) -> Result<(), FinetuneError> {
         ("weight_decay", r.weight_decay),
     ] {
         if !(v.is_finite() && v >= 0.0) {
-            return bad(format!("{name} = {v}: must be a finite number >= 0"));
+            return setting(name, v, "must be a finite number >= 0");
         }
     }
     for (name, v) in [
@@ -271,15 +295,19 @@ fn check(recipe: &Recipe) -> Result<(), FinetuneError> {
         ("model_ema_decay", r.model_ema_decay),
     ] {
         if !(0.0..=1.0).contains(&v) {
-            return bad(format!("{name} = {v}: must be in [0, 1]"));
+            return setting(name, v, "must be in [0, 1]");
         }
     }
     if r.drop_path >= 1.0 {
-        return bad("drop_path = 1 would drop every residual branch".into());
+        return setting(
+            "drop_path",
+            r.drop_path,
+            "1 would drop every residual branch",
+        );
     }
     if let Some(c) = r.clip_grad {
         if !(c.is_finite() && c > 0.0) {
-            return bad(format!("clip_grad = {c}: must be a number above 0"));
+            return setting("clip_grad", c, "must be a number above 0");
         }
     }
     Ok(())
@@ -327,13 +355,12 @@ pub fn finetune(
     let per_step = recipe.batch_size * recipe.update_freq;
     let steps_per_epoch = train.samples.len() / per_step;
     if steps_per_epoch == 0 {
-        return Err(FinetuneError::Config(format!(
-            "{}: {} training images cannot fill one optimiser step of {} x {} images",
-            recipe.train_dir.display(),
-            train.samples.len(),
-            recipe.batch_size,
-            recipe.update_freq
-        )));
+        return Err(FinetuneError::TooFewImages {
+            dir: recipe.train_dir.clone(),
+            images: train.samples.len(),
+            batch: recipe.batch_size,
+            update_freq: recipe.update_freq,
+        });
     }
     let schedules = schedules(recipe, steps_per_epoch)?;
     let mixup = if recipe.mixup_active() {
@@ -436,9 +463,7 @@ pub fn evaluate_checkpoint(
     device: &Device,
 ) -> Result<crate::EvalReport, FinetuneError> {
     let Some(val_dir) = &recipe.val_dir else {
-        return Err(FinetuneError::Config(
-            "evaluation needs validation images".into(),
-        ));
+        return Err(FinetuneError::NoValidation);
     };
     let val = Dataset::image_folder(val_dir)?;
     let config = IllamaConfig {
@@ -487,25 +512,27 @@ fn load_for_eval(
     let (model, named) = Illama::trainable(config, device, 0)?;
     for (name, var) in &named {
         let full = format!("{prefix}{name}");
-        let t = store.get(&full).ok_or_else(|| {
-            FinetuneError::Config(format!(
-                "{}: no tensor '{full}'{}",
-                checkpoint.display(),
+        let t = store.get(&full).ok_or_else(|| FinetuneError::Checkpoint {
+            path: checkpoint.to_path_buf(),
+            why: format!(
+                "no tensor '{full}'{}",
                 if ema {
                     " (the run had no EMA weights)"
                 } else {
                     ""
                 }
-            ))
+            ),
         })?;
         if t.shape != var.dims() || t.dtype != illama_formats::DType::F32 {
-            return Err(FinetuneError::Config(format!(
-                "{}: '{full}' is {} {:?}, the model's is f32 {:?} (check the architecture and the input size)",
-                checkpoint.display(),
-                t.dtype,
-                t.shape,
-                var.dims()
-            )));
+            return Err(FinetuneError::Checkpoint {
+                path: checkpoint.to_path_buf(),
+                why: format!(
+                    "'{full}' is {} {:?}, the model's is f32 {:?} (check the architecture and the input size)",
+                    t.dtype,
+                    t.shape,
+                    var.dims()
+                ),
+            });
         }
         let bytes = store
             .bytes(t)
@@ -574,5 +601,40 @@ mod tests {
         assert!(s.drop_path.is_empty());
         r.drop_path = 0.1;
         assert_eq!(schedules(&r, 5).unwrap().drop_path, vec![0.1; 20]);
+    }
+}
+
+#[cfg(test)]
+mod setting_tests {
+    use super::*;
+
+    #[test]
+    fn settings_outside_the_recipe_are_named() {
+        let base = Recipe::new("t".into(), None, IllamaConfig::new(32, 2, 2));
+        let mut r = base.clone();
+        r.batch_size = 0;
+        assert!(matches!(
+            check(&r),
+            Err(FinetuneError::Setting {
+                name: "batch_size",
+                ..
+            })
+        ));
+        let mut r = base.clone();
+        r.drop_path = 1.0;
+        assert!(matches!(
+            check(&r),
+            Err(FinetuneError::Setting {
+                name: "drop_path",
+                ..
+            })
+        ));
+        let mut r = base.clone();
+        r.lr = f64::NAN;
+        let e = check(&r).unwrap_err().to_string();
+        assert!(e.starts_with("lr = NaN"), "{e}");
+        let mut r = base;
+        r.clip_grad = Some(0.0);
+        assert!(check(&r).is_err());
     }
 }
