@@ -21,8 +21,8 @@ pub use decode::{
     decode_rgb, decode_rgb_with, read_image, read_image_with, DecodeError, Decoder, ImageError,
 };
 pub use loader::{
-    eval_batches, load_batches, Batch, BatchStep, Batches, ImageTransform, LoadError, LoaderError,
-    LoaderOptions, NoStep, Plan,
+    eval_batches, load_batches, Batch, BatchStep, BatchStepError, Batches, ImageTransform,
+    LoadError, LoaderError, LoaderOptions, NoStep, Plan,
 };
 pub use resize::{resize, resize_window, ResizeError, Rgb8};
 pub use sampler::{rng_for, EpochSampler, SamplerError, Stream};

@@ -88,8 +88,11 @@ impl ImageTransform for EvalTransform {
 /// A step applied to each assembled batch in the loader thread (Mixup/CutMix), with the batch's
 /// own random stream.
 pub trait BatchStep: Send + 'static {
-    fn apply(&mut self, batch: &mut Batch, rng: &mut ChaCha8Rng) -> Result<(), String>;
+    fn apply(&mut self, batch: &mut Batch, rng: &mut ChaCha8Rng) -> Result<(), BatchStepError>;
 }
+
+/// Why a batch step refused a batch (the step's own error).
+pub type BatchStepError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Largest batch, in bytes of preprocessed pixels (`batch_size x 3 x size x size x 4`): 4 GiB
 /// (7,131 images at 224, 341 at 1024).
@@ -142,8 +145,12 @@ pub enum LoaderError {
     #[error("{0}")]
     Image(LoadError),
     /// The batch step (mixing) refused a batch.
-    #[error("batch {batch}: {why}")]
-    Batch { batch: usize, why: String },
+    #[error("batch {batch}: {source}")]
+    Batch {
+        batch: usize,
+        #[source]
+        source: BatchStepError,
+    },
     /// The loader stopped before delivering every image (a bug; never a silent end).
     #[error("the image loader stopped unexpectedly: {0}")]
     Stopped(String),
@@ -294,7 +301,7 @@ impl Plan {
 pub struct NoStep;
 
 impl BatchStep for NoStep {
-    fn apply(&mut self, _: &mut Batch, _: &mut ChaCha8Rng) -> Result<(), String> {
+    fn apply(&mut self, _: &mut Batch, _: &mut ChaCha8Rng) -> Result<(), BatchStepError> {
         Ok(())
     }
 }
@@ -389,9 +396,9 @@ pub fn load_batches<T: ImageTransform, S: BatchStep>(
                             let mut rng = rng_for(seed, epoch, Stream::Batch, position as u64);
                             step.apply(&mut batch, &mut rng)
                                 .map(|()| batch)
-                                .map_err(|why| LoaderError::Batch {
+                                .map_err(|source| LoaderError::Batch {
                                     batch: position,
-                                    why,
+                                    source,
                                 })
                         });
                         let stop = result.is_err();

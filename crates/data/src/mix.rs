@@ -341,7 +341,7 @@ impl crate::loader::BatchStep for Mixup {
         &mut self,
         batch: &mut crate::loader::Batch,
         rng: &mut rand_chacha::ChaCha8Rng,
-    ) -> Result<(), String> {
+    ) -> Result<(), crate::loader::BatchStepError> {
         let n = batch.labels.len();
         if n == 0 {
             return Ok(());
@@ -353,9 +353,7 @@ impl crate::loader::BatchStep for Mixup {
             batch.indices.pop();
             batch.pixels.truncate((n - 1) * per_image);
         }
-        let (targets, _) = self
-            .mix(&mut batch.pixels, &batch.labels, side, side, rng)
-            .map_err(|e| e.to_string())?;
+        let (targets, _) = self.mix(&mut batch.pixels, &batch.labels, side, side, rng)?;
         batch.targets = Some(targets);
         Ok(())
     }
