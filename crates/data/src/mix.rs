@@ -22,6 +22,12 @@ pub enum MixError {
         height: usize,
         width: usize,
     },
+    #[error("CutMix box {cut} outside the {width}x{height} image")]
+    BoxOutside {
+        cut: String,
+        height: usize,
+        width: usize,
+    },
     #[error("{labels} labels for a batch of {batch}")]
     Labels { labels: usize, batch: usize },
     #[error("label {label} outside 0..{num_classes}")]
@@ -230,9 +236,16 @@ fn check_batch(len: usize, batch: usize, height: usize, width: usize) -> Result<
 
 /// timm's `rand_bbox` (no margin): cut ratio `sqrt(1 - lam)`, cut sides `int(H * ratio)`,
 /// `int(W * ratio)`, center row then column uniform in `0..H`, `0..W`, half-sides floored, box
-/// clipped to the image. Panics on an empty image.
+/// clipped to the image. An empty image gives an empty box.
 pub fn rand_bbox<R: Rng + ?Sized>(height: usize, width: usize, lam: f64, rng: &mut R) -> CutBox {
-    assert!(height > 0 && width > 0, "CutMix on an empty image");
+    if height == 0 || width == 0 {
+        return CutBox {
+            y0: 0,
+            y1: 0,
+            x0: 0,
+            x1: 0,
+        };
+    }
     let ratio = (1.0 - lam).sqrt();
     let cut_h = (height as f64 * ratio) as i64;
     let cut_w = (width as f64 * ratio) as i64;
@@ -277,7 +290,13 @@ pub fn mix_images(
             }
         }
         MixKind::CutMix(cb) => {
-            assert!(cb.y1 <= height && cb.x1 <= width && cb.y0 <= cb.y1 && cb.x0 <= cb.x1);
+            if !(cb.y1 <= height && cb.x1 <= width && cb.y0 <= cb.y1 && cb.x0 <= cb.x1) {
+                return Err(MixError::BoxOutside {
+                    cut: format!("{cb:?}"),
+                    height,
+                    width,
+                });
+            }
             for (a, b) in pairs {
                 for c in 0..channels {
                     for y in cb.y0..cb.y1 {

@@ -404,6 +404,20 @@ fn bad_sizes_are_errors_not_panics() {
         |_| 1.0
     )
     .is_err());
+    // CutMix: an empty image gives an empty box; a box outside the image is refused.
+    use illama_data::mix::{mix_images, rand_bbox, CutBox, MixKind, MixParams};
+    let b = rand_bbox(0, 5, 0.5, &mut rng);
+    assert_eq!((b.y0, b.y1, b.x0, b.x1), (0, 0, 0, 0));
+    let outside = MixParams {
+        lam: 0.5,
+        kind: MixKind::CutMix(CutBox {
+            y0: 0,
+            y1: 9,
+            x0: 0,
+            x1: 2,
+        }),
+    };
+    assert!(mix_images(&outside, &mut vec![0f32; 2 * 3 * 8 * 8], 2, 8, 8).is_err());
     assert!(RandomErasing::new(1.0)
         .apply(&mut img[..5], 3, 8, 8, &mut rng)
         .is_err());
