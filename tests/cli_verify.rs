@@ -27,8 +27,12 @@ fn json(out: &Output) -> Value {
 
 /// The official flat layout: ILSVRC2012_val_*.JPEG files and a file,wnid CSV.
 fn flat_copy(dir: &Path) -> (PathBuf, PathBuf, Value) {
-    let spec: Value =
-        serde_json::from_slice(&std::fs::read(root().join("images/verify.json")).unwrap()).unwrap();
+    flat_copy_of(dir, "images/verify.json")
+}
+
+/// A flat copy of the fixture images with the labels of `spec` (a file under fixtures/).
+fn flat_copy_of(dir: &Path, spec: &str) -> (PathBuf, PathBuf, Value) {
+    let spec: Value = serde_json::from_slice(&std::fs::read(root().join(spec)).unwrap()).unwrap();
     let flat = dir.join("flat");
     std::fs::create_dir_all(&flat).unwrap();
     let mut csv = String::from("ImageId,wnid\n");
@@ -83,6 +87,42 @@ fn verify_reproduces_pytorch_top1_top5_and_loss() {
     assert!(
         spec["correct_top1"].as_u64().unwrap() > 0
             && spec["correct_top5"].as_u64().unwrap() > spec["correct_top1"].as_u64().unwrap()
+    );
+}
+
+/// At 384 (a bicubic warp, pos_embed interpolated from the 224 checkpoint), end to end: the
+/// labels of fixtures/images/verify_384.json were chosen from PyTorch's 384 predictions
+/// (fixtures/gen/make_verify_384.py).
+#[test]
+fn verify_at_384_reproduces_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (flat, labels, spec) = flat_copy_of(dir.path(), "images/verify_384.json");
+    let weights = root().join("model/tiny.safetensors");
+    let r = json(&run(&[
+        "verify",
+        "--imagenet",
+        flat.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--input-size",
+        "384",
+        "--batch-size",
+        "6",
+        "--json",
+    ]));
+    assert_eq!(r["images"], 17);
+    assert_eq!(r["input_size"], 384);
+    for k in ["top1", "top5"] {
+        assert!(
+            (r[k].as_f64().unwrap() - spec[k].as_f64().unwrap()).abs() < 1e-4,
+            "{k}: {r}"
+        );
+    }
+    assert!(
+        (r["loss"].as_f64().unwrap() - spec["loss"].as_f64().unwrap()).abs() < 2e-3,
+        "{r}"
     );
 }
 
