@@ -133,6 +133,32 @@ fn every_layout_gives_the_reference_bytes() {
     }
 }
 
+/// `--layers uniform` picks teacher layers by the element rule (4 -> 2: layers 0 and 2); the
+/// expected bytes come from the Python reference selection with those layers
+/// (fixtures/gen/make_selection.py, `write_uniform_layers`).
+#[test]
+fn uniform_layers_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = fixtures().join("expected_llama_uniform2_f16.safetensors");
+    for teacher in ["llama_hf_safetensors", "llama_hf_bin"] {
+        let out = dir.path().join(format!("{teacher}-uniform.safetensors"));
+        let mut o = options(&fixtures().join(teacher), student(48, 2, 2, 128), &out);
+        o.layers = LayerSelection::Uniform;
+        let report = select(&o, &NoProgress).unwrap();
+        assert_eq!(report.layers, vec![0, 2]);
+        assert_same_tensors(&out, &want);
+    }
+    // And it differs from the first-N default, so the test can tell them apart.
+    let first = fixtures().join("expected_llama_first2_f16.safetensors");
+    let a = illama_formats::TensorStore::open(&want).unwrap();
+    let b = illama_formats::TensorStore::open(&first).unwrap();
+    let name = "blocks.1.mlp.fc1.weight";
+    assert_ne!(
+        a.bytes(a.get(name).unwrap()).unwrap(),
+        b.bytes(b.get(name).unwrap()).unwrap()
+    );
+}
+
 #[test]
 fn grouped_query_teachers_select_q_k_v_separately() {
     let dir = tempfile::tempdir().unwrap();
