@@ -5,50 +5,26 @@
 mod common;
 
 use common::{bin, fixture};
+use illama_data::procedural::{write_pattern_set, PatternSet};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-/// Four classes of stripe patterns (horizontal, vertical, diagonal, checkerboard), 40 px.
-fn make_images(root: &Path, per_class: usize, seed: u64) {
-    let mut s = seed;
-    let mut rnd = move |n: u64| {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (s >> 33) % n
-    };
-    for class in 0..4 {
-        let dir = root.join(format!("c{class}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..per_class {
-            let period = 4 + rnd(5) as u32;
-            let phase = rnd(8) as u32;
-            let a = [rnd(128) as u8, rnd(128) as u8, rnd(128) as u8];
-            let b = [
-                128 + rnd(128) as u8,
-                128 + rnd(128) as u8,
-                128 + rnd(128) as u8,
-            ];
-            let img = image::RgbImage::from_fn(40, 40, |x, y| {
-                let on = match class {
-                    0 => (y + phase) / period % 2 == 0,
-                    1 => (x + phase) / period % 2 == 0,
-                    2 => (x + y + phase) / period % 2 == 0,
-                    _ => ((x + phase) / period + (y + phase) / period) % 2 == 0,
-                };
-                image::Rgb(if on { a } else { b })
-            });
-            img.save(dir.join(format!("{i}.png"))).unwrap();
-        }
-    }
-}
-
+/// Four pattern classes (the quickstart's image set), 16 training and 4 validation images each.
 fn data() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    make_images(&dir.path().join("train"), 16, 1);
-    make_images(&dir.path().join("val"), 4, 2);
+    write_pattern_set(
+        dir.path(),
+        &PatternSet {
+            classes: 4,
+            train_per_class: 16,
+            val_per_class: 4,
+            size: 40,
+            seed: 1,
+        },
+    )
+    .unwrap();
     dir
 }
 

@@ -232,13 +232,12 @@ impl FinetuneObserver for Epochs<'_> {
     }
 }
 
-/// Top-1 of `weights` on `val`, as `verify` computes it.
-fn accuracy(
-    weights: &Path,
+/// Accuracy of `model` on the images in `val`, as `verify` computes it.
+fn evaluate_on(
+    model: &illama_model::Illama,
     val: &Path,
     workers: usize,
 ) -> anyhow::Result<illama_train::EvalReport> {
-    let (model, _) = load(weights, &trained_model())?;
     let ds = Dataset::image_folder(val)?;
     let batches = eval_batches(
         &ds,
@@ -251,7 +250,7 @@ fn accuracy(
             prefetch: 2,
         },
     )?;
-    Ok(illama_train::evaluate(&model, batches, SIZE, |_, _| {})?)
+    Ok(illama_train::evaluate(model, batches, SIZE, |_, _| {})?)
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -435,19 +434,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         )?;
         let vars = named.iter().cloned().collect();
         illama_model::init_from(&selected.output, None, &vars)?;
-        let ds = Dataset::image_folder(&data.join("val"))?;
-        let batches = eval_batches(
-            &ds,
-            EvalTransform::new(SIZE)?,
-            LoaderOptions {
-                batch_size: 64,
-                workers,
-                skip_bad: false,
-                limit: None,
-                prefetch: 2,
-            },
-        )?;
-        illama_train::evaluate(&model, batches, SIZE, |_, _| {})?
+        evaluate_on(&model, &data.join("val"), workers)?
     };
     say.line(format!(
         "before fine-tuning: val top-1 {:.1}% (chance {:.1}%)",
@@ -494,7 +481,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // 6. verify.
     say.step(6, "verify: the best checkpoint on the validation images");
     let best = out.join("run-selected").join("checkpoint-best.pth");
-    let verified = accuracy(&best, &data.join("val"), workers)?;
+    let (model, _) = load(&best, &trained_model())?;
+    let verified = evaluate_on(&model, &data.join("val"), workers)?;
     say.line(format!(
         "{}: top-1 {:.2}%  top-5 {:.2}%  loss {:.4}  ({} images, {:.0} images/s)",
         best.display(),
@@ -508,7 +496,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // 7. predict.
     say.step(7, "predict: one validation image");
     let image = data.join("val").join(&classes[4]).join("0000.png");
-    let (model, _) = load(&best, &trained_model())?;
     let img = read_image(&image)?;
     let x = Tensor::from_vec(
         EvalTransform::new(SIZE)?.apply(&img)?,

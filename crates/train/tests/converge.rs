@@ -103,6 +103,6 @@ fn a_tiny_model_learns_a_procedural_dataset() {
         eval.images
     );
     assert!(last.loss < first_loss.unwrap(), "the loss must fall");
-    // Measured: 70.8% (loss 1.406 -> 0.609); chance is 25%.
+    // Measured: 66.7% (loss 1.406 -> 0.603); chance is 25%.
     assert!(eval.top1 >= 60.0, "top-1 {:.1}% (chance 25%)", eval.top1);
 }
