@@ -13,6 +13,7 @@ pub mod cast;
 pub mod convert;
 pub mod dtype;
 pub mod error;
+pub mod gguf;
 pub mod input;
 pub mod inspect;
 pub mod output;

@@ -1,8 +1,11 @@
 //! A teacher weight as one logical matrix, however it is stored: a single tensor, row blocks
 //! stacked (q/k/v), model-parallel pieces (Meta shards), rows in Meta's interleaved-RoPE order.
-//! Gathering reads only the selected rows, straight from the memory map.
+//! GGUF tensors (possibly block-quantised) as rows read one at a time.
+//! Gathering reads only the selected rows, straight from the memory map or with `pread`.
 
-use illama_formats::{DType, TensorView};
+use half::{bf16, f16};
+use illama_formats::gguf::{GgufFile, GgufTensor};
+use illama_formats::{DType, FormatError, TensorView};
 
 /// Part of a row block held by one stored tensor (a model-parallel shard, or the whole block).
 pub(crate) struct Piece<'a> {
@@ -19,7 +22,18 @@ pub(crate) struct RowBlock<'a> {
     /// Meta stores wq/wk rows in interleaved-RoPE order; Hugging Face row `i` of head `h` is
     /// Meta row `h * hd + 2 * (i % (hd/2)) + i / (hd/2)` (transformers' `permute`).
     pub meta_rope_head_dim: Option<usize>,
-    pub pieces: Vec<Piece<'a>>,
+    pub source: RowSource<'a>,
+}
+
+/// Where a row block's elements are stored.
+pub(crate) enum RowSource<'a> {
+    /// Stored tensors tiling the block (one, or one per model-parallel shard).
+    Pieces(Vec<Piece<'a>>),
+    /// One GGUF tensor, read a row at a time, dequantised when its type is not the matrix's.
+    Gguf {
+        file: &'a GgufFile,
+        tensor: &'a GgufTensor,
+    },
 }
 
 pub(crate) struct Matrix<'a> {
@@ -35,43 +49,54 @@ fn hf_to_meta_row(row: usize, head_dim: usize) -> usize {
 }
 
 impl Matrix<'_> {
-    /// The elements at `rows x cols` (C order), in the teacher's dtype. For a vector the only
+    /// The elements at `rows x cols` (C order), in the matrix's dtype. For a vector the only
     /// column is 0.
-    pub fn gather(&self, rows: &[usize], cols: &[usize]) -> Vec<u8> {
+    pub fn gather(&self, rows: &[usize], cols: &[usize]) -> Result<Vec<u8>, FormatError> {
         let es = self.dtype.size();
         let mut out = Vec::with_capacity(rows.len() * cols.len() * es);
+        let mut raw = Vec::new();
+        let mut row_f32 = Vec::new();
+        // The GGUF row in `raw`/`row_f32` (file offset of its tensor, row), read once for all
+        // the elements a vector gives.
+        let mut loaded: Option<(u64, usize)> = None;
         for &r in rows {
             let (block, mut local) = self.block_of(r);
             if let Some(hd) = block.meta_rope_head_dim {
                 local = hf_to_meta_row(local, hd);
             }
-            let in_row: Vec<&Piece<'_>> = block
-                .pieces
-                .iter()
-                .filter(|p| (p.row0..p.row0 + p.rows).contains(&local))
-                .collect();
-            if let [p] = in_row.as_slice() {
-                if p.col0 == 0 && p.cols == self.cols {
-                    let (base, stride) = row_base(p, local - p.row0);
-                    let data = &p.view.storage[..];
-                    for &c in cols {
-                        let at = (base + c * stride) * es;
-                        out.extend_from_slice(&data[at..at + es]);
+            match &block.source {
+                RowSource::Pieces(pieces) => {
+                    gather_pieces(pieces, self.cols, es, local, cols, &mut out)
+                }
+                RowSource::Gguf { file, tensor } => {
+                    // A vector is one stored row: logical row `local` is its element `local`.
+                    let (row, picks) = if tensor.shape.len() == 1 {
+                        (0, std::slice::from_ref(&local))
+                    } else {
+                        (local, cols)
+                    };
+                    let key = (tensor.offset, row);
+                    let plain = tensor.ggml_type.plain_dtype() == Some(self.dtype);
+                    if loaded != Some(key) {
+                        if plain {
+                            file.read_rows(tensor, row, 1, &mut raw)?;
+                        } else {
+                            row_f32.resize(tensor.row_len(), 0.0);
+                            file.read_row_f32(tensor, row, &mut raw, &mut row_f32)?;
+                        }
+                        loaded = Some(key);
                     }
-                    continue;
+                    for &c in picks {
+                        if plain {
+                            out.extend_from_slice(&raw[c * es..(c + 1) * es]);
+                        } else {
+                            push_as(self.dtype, row_f32[c], &mut out);
+                        }
+                    }
                 }
             }
-            for &c in cols {
-                let p = in_row
-                    .iter()
-                    .find(|p| (p.col0..p.col0 + p.cols).contains(&c))
-                    .expect("pieces tile the matrix (checked when built)");
-                let (base, stride) = row_base(p, local - p.row0);
-                let at = (base + (c - p.col0) * stride) * es;
-                out.extend_from_slice(&p.view.storage[at..at + es]);
-            }
         }
-        out
+        Ok(out)
     }
 
     fn block_of(&self, mut r: usize) -> (&RowBlock<'_>, usize) {
@@ -82,6 +107,54 @@ impl Matrix<'_> {
             r -= b.rows;
         }
         panic!("row {r} beyond the matrix");
+    }
+}
+
+/// Row `local` of a block stored as pieces: the elements at `cols`.
+fn gather_pieces(
+    pieces: &[Piece<'_>],
+    width: usize,
+    es: usize,
+    local: usize,
+    cols: &[usize],
+    out: &mut Vec<u8>,
+) {
+    let in_row: Vec<&Piece<'_>> = pieces
+        .iter()
+        .filter(|p| (p.row0..p.row0 + p.rows).contains(&local))
+        .collect();
+    if let [p] = in_row.as_slice() {
+        if p.col0 == 0 && p.cols == width {
+            let (base, stride) = row_base(p, local - p.row0);
+            let data = &p.view.storage[..];
+            for &c in cols {
+                let at = (base + c * stride) * es;
+                out.extend_from_slice(&data[at..at + es]);
+            }
+            return;
+        }
+    }
+    for &c in cols {
+        let p = in_row
+            .iter()
+            .find(|p| (p.col0..p.col0 + p.cols).contains(&c))
+            .expect("pieces tile the matrix (checked when built)");
+        let (base, stride) = row_base(p, local - p.row0);
+        let at = (base + (c - p.col0) * stride) * es;
+        out.extend_from_slice(&p.view.storage[at..at + es]);
+    }
+}
+
+/// Appends `v` as one element of `dtype`, rounding to nearest even as torch's casts do. A GGUF
+/// teacher's dtype is F32 whenever one of its weights is quantised, so the narrowing casts only
+/// meet F32 norms of an F16/BF16 file, which were widened from that type and come back exactly.
+fn push_as(dtype: DType, v: f32, out: &mut Vec<u8>) {
+    match dtype {
+        DType::F32 => out.extend_from_slice(&v.to_le_bytes()),
+        DType::F16 => out.extend_from_slice(&f16::from_f32(v).to_le_bytes()),
+        DType::BF16 => out.extend_from_slice(&bf16::from_f32(v).to_le_bytes()),
+        DType::F64 => out.extend_from_slice(&(v as f64).to_le_bytes()),
+        _ => unreachable!("GGUF teachers have a float dtype (checked when opened)"),
     }
 }
 

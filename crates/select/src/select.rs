@@ -207,19 +207,19 @@ fn gather(
     let qkv = [Weight::Q, Weight::K, Weight::V];
     let (bytes, used): (Vec<u8>, &[Weight]) = match &p.source {
         Source::Single(weight) => (
-            teacher.matrix(p.layer, *weight)?.gather(rows, &cols),
+            teacher.matrix(p.layer, *weight)?.gather(rows, &cols)?,
             std::slice::from_ref(weight),
         ),
-        Source::StackedQkv => (teacher.stacked(p.layer, &qkv)?.gather(rows, &cols), &qkv),
+        Source::StackedQkv => (teacher.stacked(p.layer, &qkv)?.gather(rows, &cols)?, &qkv),
         Source::SeparateQkv => {
             let mut b = teacher
                 .matrix(p.layer, Weight::Q)?
-                .gather(idx(tc.hidden, dim), &cols);
+                .gather(idx(tc.hidden, dim), &cols)?;
             for weight in [Weight::K, Weight::V] {
                 b.extend(
                     teacher
                         .matrix(p.layer, weight)?
-                        .gather(idx(tc.kv_dim, dim), &cols),
+                        .gather(idx(tc.kv_dim, dim), &cols)?,
                 );
             }
             (b, &qkv)
@@ -269,6 +269,16 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
         }
         if opts.dtype.is_none() {
             notes.push(format!("dtype {} kept from the Meta checkpoint; the Hugging Face release (and so the reference output) is F16: cast to f16 for its exact bytes", teacher.dtype));
+        }
+    }
+    if teacher.layout == TeacherLayout::Gguf {
+        notes.push("GGUF: attn_q/attn_k rows permuted from llama.cpp's interleaved rotary order into Hugging Face order before selection".into());
+        let types = teacher.weight_types();
+        if teacher.dtype == DType::F32 && types.iter().any(|t| t != "F32") {
+            notes.push(format!(
+                "weights stored as {}: the selected rows are dequantised to f32 (only those rows are read)",
+                types.join(", ")
+            ));
         }
     }
     if tc.grouped_query() {

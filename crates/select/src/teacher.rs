@@ -2,11 +2,14 @@
 //! apart, reading their hyper-parameters, and presenting each weight as one logical matrix.
 
 use crate::error::SelectError;
-use crate::matrix::{Matrix, Piece, RowBlock};
+use crate::matrix::{Matrix, Piece, RowBlock, RowSource};
+use illama_formats::gguf::GgufFile;
 use illama_formats::{DType, TensorInfo, TensorStore};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+
+mod gguf;
 
 type Result<T> = std::result::Result<T, SelectError>;
 
@@ -18,6 +21,8 @@ pub enum TeacherLayout {
     HuggingFace,
     /// `params.json` + `consolidated.NN.pth` model-parallel shards, `layers.N.attention.wq`.
     Meta,
+    /// One llama.cpp GGUF file, `blk.N.attn_q.weight`, q/k rows in Meta's interleaved order.
+    Gguf,
 }
 
 /// The teacher's hyper-parameters, from `config.json`/`params.json`, checked against the files.
@@ -105,8 +110,10 @@ pub struct TeacherCheckpoint {
     pub layout: TeacherLayout,
     pub config: TeacherConfig,
     pub dtype: DType,
-    /// One store for Hugging Face; one per model-parallel shard for Meta.
+    /// One store for Hugging Face; one per model-parallel shard for Meta; none for GGUF.
     stores: Vec<TensorStore>,
+    /// The file of a GGUF teacher.
+    gguf: Option<GgufFile>,
     /// `model.` for the usual Hugging Face names, empty when the checkpoint lacks it.
     hf_prefix: String,
     /// sha256 of the index json, or of each shard's header (first MiB and size).
@@ -235,6 +242,8 @@ impl TeacherCheckpoint {
                     .is_some_and(|n| n.to_string_lossy().starts_with("consolidated.")));
         if is_meta {
             Self::open_meta(&dir, &meta_shards)
+        } else if path.is_file() && gguf::starts_like_gguf(path)? {
+            Self::open_gguf(path)
         } else {
             Self::open_hf(path, &dir)
         }
@@ -278,6 +287,7 @@ impl TeacherCheckpoint {
             dtype: q.dtype,
             config,
             stores: vec![store],
+            gguf: None,
             hf_prefix: prefix,
             fingerprint,
             resolved_from: None,
@@ -337,6 +347,7 @@ impl TeacherCheckpoint {
             dtype: q.dtype,
             config,
             stores,
+            gguf: None,
             hf_prefix: String::new(),
             fingerprint: hex(&h.finalize()),
             resolved_from: None,
@@ -368,7 +379,7 @@ impl TeacherCheckpoint {
     /// Number of files holding the teacher's tensors (shards of a Hugging Face checkpoint, or
     /// Meta's model-parallel `consolidated.NN.pth`).
     pub fn shard_count(&self) -> usize {
-        self.stores.iter().map(|s| s.files().count()).sum()
+        self.stores.iter().map(|s| s.files().count()).sum::<usize>() + self.gguf.iter().count()
     }
 
     /// Every file the teacher was read from: tensor files, index and config files. An output
@@ -379,6 +390,7 @@ impl TeacherCheckpoint {
             out.extend(s.files().map(Path::to_path_buf));
             out.extend(s.index_file().map(Path::to_path_buf));
         }
+        out.extend(self.gguf.iter().map(|g| g.path.clone()));
         let dir = if self.path.is_dir() {
             self.path.clone()
         } else {
@@ -418,10 +430,18 @@ impl TeacherCheckpoint {
                     .filter_map(|s| s.get(&name).map(|t| (s, t)))
                     .collect()
             }
+            TeacherLayout::Gguf => Vec::new(),
         }
     }
 
     pub fn source_names(&self, layer: usize, w: Weight) -> Vec<String> {
+        if let Some(file) = &self.gguf {
+            let name = gguf::tensor_name(layer, w);
+            return match file.tensor(&name) {
+                Some(t) => vec![format!("{name} ({})", t.ggml_type)],
+                None => vec![name],
+            };
+        }
         let names: Vec<String> = self
             .sources(layer, w)
             .iter()
@@ -465,12 +485,15 @@ impl TeacherCheckpoint {
     }
 
     fn row_block(&self, layer: usize, w: Weight) -> Result<RowBlock<'_>> {
+        if let Some(file) = &self.gguf {
+            return gguf::row_block(file, &self.config, self.dtype, layer, w);
+        }
         let shape = w.shape(&self.config);
         let (rows, cols) = (shape[0], *shape.get(1).unwrap_or(&1));
         let sources = self.sources(layer, w);
         let expected_name = match self.layout {
             TeacherLayout::HuggingFace => format!("{}layers.{layer}.{}", self.hf_prefix, w.hf()),
-            TeacherLayout::Meta => format!("layers.{layer}.{}", w.meta()),
+            TeacherLayout::Meta | TeacherLayout::Gguf => format!("layers.{layer}.{}", w.meta()),
         };
         let parts = if self.layout == TeacherLayout::Meta && w.meta_split().is_some() {
             self.stores.len()
@@ -479,8 +502,8 @@ impl TeacherCheckpoint {
         };
         if sources.len() != parts {
             let file = match self.layout {
-                TeacherLayout::HuggingFace => self.stores[0].path().display().to_string(),
                 TeacherLayout::Meta => "a consolidated.NN.pth shard".into(),
+                _ => self.stores[0].path().display().to_string(),
             };
             return Err(SelectError::Teacher(format!(
                 "the teacher lacks {expected_name} ({file})"
@@ -534,7 +557,7 @@ impl TeacherCheckpoint {
         Ok(RowBlock {
             rows,
             meta_rope_head_dim,
-            pieces,
+            source: RowSource::Pieces(pieces),
         })
     }
 }
@@ -653,25 +676,34 @@ fn hex(b: &[u8]) -> String {
 
 /// sha256 of the index json when there is one, else of each file's first MiB (the safetensors
 /// header, or a torch zip's data.pkl) and length. Cheap, and changes whenever the files do in
-/// practice; the full-content hash of 13 GB is what `convert --verify` is for.
+/// practice; it is not the files' sha256 (`--hash-teacher` records those).
 fn fingerprint(store: &TensorStore) -> Result<String> {
-    use std::io::Read;
-    let mut h = Sha256::new();
     if let Some(index) = store.index_file() {
         let bytes = illama_formats::input::read_bounded(index, 256 << 20, "shard index")
             .map_err(|e| SelectError::Teacher(e.to_string()))?;
-        h.update(&bytes);
-        return Ok(hex(&h.finalize()));
+        return Ok(hex(&Sha256::digest(&bytes)));
     }
-    for (i, f) in store.files().enumerate() {
+    let files: Vec<PathBuf> = store.files().map(Path::to_path_buf).collect();
+    fingerprint_of_files(&files)
+}
+
+/// sha256 over each file's first MiB and length.
+fn fingerprint_of_files(files: &[PathBuf]) -> Result<String> {
+    use std::io::Read;
+    let mut h = Sha256::new();
+    for f in files {
         let mut head = Vec::new();
-        illama_formats::input::open_regular(f)
-            .map_err(|e| SelectError::Teacher(e.to_string()))?
-            .take(1 << 20)
+        let file = illama_formats::input::open_regular(f)
+            .map_err(|e| SelectError::Teacher(e.to_string()))?;
+        let len = file
+            .metadata()
+            .map_err(|e| SelectError::Teacher(format!("{}: {e}", f.display())))?
+            .len();
+        file.take(1 << 20)
             .read_to_end(&mut head)
             .map_err(|e| SelectError::Teacher(format!("{}: {e}", f.display())))?;
         h.update(&head);
-        h.update(store.file_len(i).to_le_bytes());
+        h.update(len.to_le_bytes());
     }
     Ok(hex(&h.finalize()))
 }

@@ -1,0 +1,206 @@
+//! llama.cpp GGUF teachers: hyper-parameters from the `llama.*` metadata, weights by their GGUF
+//! names, q/k rows in the interleaved rotary order llama.cpp's converter writes them in.
+
+use super::{
+    fingerprint_of_files, Result, TeacherCheckpoint, TeacherConfig, TeacherLayout, Weight,
+};
+use crate::error::SelectError;
+use crate::matrix::{RowBlock, RowSource};
+use illama_formats::gguf::{is_gguf, GgmlType, GgufFile};
+use illama_formats::DType;
+use std::io::Read;
+use std::path::Path;
+
+/// Whether the file at `path` starts with the GGUF magic.
+pub(super) fn starts_like_gguf(path: &Path) -> Result<bool> {
+    let mut head = [0u8; 4];
+    let mut f =
+        illama_formats::input::open_regular(path).map_err(|e| SelectError::Format(e.into()))?;
+    let n = f
+        .read(&mut head)
+        .map_err(|e| SelectError::Teacher(format!("{}: {e}", path.display())))?;
+    Ok(is_gguf(&head[..n]))
+}
+
+/// The GGUF name of a weight of `layer`.
+pub(super) fn tensor_name(layer: usize, w: Weight) -> String {
+    let short = match w {
+        Weight::AttnNorm => "attn_norm",
+        Weight::FfnNorm => "ffn_norm",
+        Weight::Q => "attn_q",
+        Weight::K => "attn_k",
+        Weight::V => "attn_v",
+        Weight::O => "attn_output",
+        Weight::Gate => "ffn_gate",
+        Weight::Down => "ffn_down",
+        Weight::Up => "ffn_up",
+    };
+    format!("blk.{layer}.{short}.weight")
+}
+
+const MATRICES: [Weight; 7] = [
+    Weight::Q,
+    Weight::K,
+    Weight::V,
+    Weight::O,
+    Weight::Gate,
+    Weight::Down,
+    Weight::Up,
+];
+
+impl TeacherCheckpoint {
+    pub(super) fn open_gguf(path: &Path) -> Result<TeacherCheckpoint> {
+        let file = GgufFile::open(path)?;
+        let config = config(&file)?;
+        let dtype = teacher_dtype(&file, &config);
+        let fingerprint = fingerprint_of_files(&[path.to_path_buf()])?;
+        let t = TeacherCheckpoint {
+            path: path.to_path_buf(),
+            layout: TeacherLayout::Gguf,
+            config,
+            dtype,
+            stores: Vec::new(),
+            gguf: Some(file),
+            hf_prefix: String::new(),
+            fingerprint,
+            resolved_from: None,
+        };
+        t.check_all_shapes()?;
+        Ok(t)
+    }
+}
+
+fn config(file: &GgufFile) -> Result<TeacherConfig> {
+    let err = |why: String| SelectError::Teacher(format!("{}: {why}", file.path.display()));
+    let arch = file
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| err("no general.architecture in the metadata".into()))?;
+    if arch != "llama" {
+        return Err(err(format!(
+            "general.architecture is '{}'; selection reads LLaMA teachers ('llama')",
+            illama_formats::error::excerpt(arch)
+        )));
+    }
+    let need = |key: &str| -> Result<usize> {
+        let v = file
+            .get_u64(&format!("llama.{key}"))?
+            .ok_or_else(|| err(format!("no llama.{key} in the metadata")))?;
+        usize::try_from(v)
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| err(format!("llama.{key} is {v}")))
+    };
+    let hidden = need("embedding_length")?;
+    let heads = need("attention.head_count")?;
+    let kv_heads = match file.get_u64("llama.attention.head_count_kv")? {
+        None => heads,
+        Some(v) => usize::try_from(v)
+            .ok()
+            .filter(|&v| v > 0 && heads % v == 0)
+            .ok_or_else(|| {
+                err(format!(
+                    "llama.attention.head_count_kv is {v} for {heads} heads"
+                ))
+            })?,
+    };
+    if hidden % heads != 0 || (hidden / heads) % 2 != 0 {
+        return Err(err(format!(
+            "llama.embedding_length {hidden} does not split into {heads} heads of an even size"
+        )));
+    }
+    Ok(TeacherConfig {
+        hidden,
+        intermediate: need("feed_forward_length")?,
+        layers: need("block_count")?,
+        heads: Some(heads),
+        kv_heads: Some(kv_heads),
+        kv_dim: kv_heads * (hidden / heads),
+    })
+}
+
+/// The dtype selection writes by default: the weights' own type when every matrix is stored as
+/// the same F32, F16 or BF16 (exact, as from the checkpoint the file was converted from), else
+/// F32, the type every quantised block dequantises to.
+fn teacher_dtype(file: &GgufFile, c: &TeacherConfig) -> DType {
+    let mut types = (0..c.layers)
+        .flat_map(|l| MATRICES.iter().map(move |&w| tensor_name(l, w)))
+        .filter_map(|n| file.tensor(&n).map(|t| t.ggml_type));
+    let Some(first) = types.next() else {
+        return DType::F32;
+    };
+    match first {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 if types.all(|t| t == first) => {
+            first.plain_dtype().expect("a float type")
+        }
+        _ => DType::F32,
+    }
+}
+
+/// One weight of a GGUF teacher as a row block, after checking its shape and type.
+pub(super) fn row_block<'a>(
+    file: &'a GgufFile,
+    c: &TeacherConfig,
+    dtype: DType,
+    layer: usize,
+    w: Weight,
+) -> Result<RowBlock<'a>> {
+    let name = tensor_name(layer, w);
+    let tensor = file.tensor(&name).ok_or_else(|| {
+        SelectError::Teacher(format!(
+            "the teacher lacks {name} ({})",
+            file.path.display()
+        ))
+    })?;
+    let want = w.shape(c);
+    if tensor.shape != want {
+        return Err(SelectError::Teacher(format!(
+            "{}: {name} is {:?}, expected {want:?} for hidden {}, intermediate {}, kv rows {}",
+            file.path.display(),
+            tensor.shape,
+            c.hidden,
+            c.intermediate,
+            c.kv_dim
+        )));
+    }
+    let readable =
+        tensor.ggml_type.dequantizable() || tensor.ggml_type.plain_dtype() == Some(dtype);
+    if !readable {
+        return Err(SelectError::Teacher(format!(
+            "{}: {name} is {}, which this tool cannot dequantise (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K are read)",
+            file.path.display(),
+            tensor.ggml_type
+        )));
+    }
+    let meta_rope_head_dim = match w {
+        Weight::Q | Weight::K => Some(c.hidden / c.heads.expect("GGUF configs have heads")),
+        _ => None,
+    };
+    Ok(RowBlock {
+        rows: want[0],
+        meta_rope_head_dim,
+        source: RowSource::Gguf { file, tensor },
+    })
+}
+
+impl TeacherCheckpoint {
+    /// The ggml types of the weight matrices, each named once (GGUF teachers; empty otherwise).
+    pub fn weight_types(&self) -> Vec<String> {
+        let Some(file) = &self.gguf else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = Vec::new();
+        for l in 0..self.config.layers {
+            for &w in &MATRICES {
+                if let Some(t) = file.tensor(&tensor_name(l, w)) {
+                    let n = t.ggml_type.name().to_string();
+                    if !out.contains(&n) {
+                        out.push(n);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
