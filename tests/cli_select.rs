@@ -139,3 +139,79 @@ fn bad_arguments_are_explained() {
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// A llama.cpp GGUF teacher end to end: `inspect` lists its tensors with their ggml types, and
+/// `select --from FILE.gguf` writes what selection from the Hugging Face original writes; a
+/// truncated copy is refused, naming the file, with nothing written.
+#[test]
+fn gguf_teachers_inspect_and_select_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = fixture("gguf/llama_mixed.gguf");
+    let out = Command::new(env!("CARGO_BIN_EXE_illama-tools"))
+        .args(["inspect", gguf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    for line in [
+        "blk.0.attn_k.weight",
+        "Q4_0",
+        "blk.3.ffn_down.weight",
+        "general.architecture: llama",
+    ] {
+        assert!(table.contains(line), "{line} not in:\n{table}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_illama-tools"))
+        .args(["inspect", gguf.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["format"], "gguf");
+    let q = v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "blk.0.attn_q.weight")
+        .unwrap();
+    assert_eq!(q["ggml_type"], "Q8_0");
+    assert_eq!(q["shape"], serde_json::json!([96, 96]));
+
+    let teacher = fixture("gguf/llama_f16.gguf");
+    let mut args = vec!["--from", teacher.to_str().unwrap(), "-o", "s.safetensors"];
+    args.extend(CUSTOM);
+    let out = select(dir.path(), &args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = std::fs::read(dir.path().join("s.safetensors")).unwrap();
+    let want_store =
+        illama_formats::TensorStore::open(fixture("expected_llama_custom_f16.safetensors"))
+            .unwrap();
+    let got_store = illama_formats::TensorStore::open(dir.path().join("s.safetensors")).unwrap();
+    assert!(!got.is_empty());
+    for t in want_store.tensors() {
+        let g = got_store.get(&t.name).unwrap();
+        assert_eq!(
+            got_store.bytes(g).unwrap(),
+            want_store.bytes(t).unwrap(),
+            "{}",
+            t.name
+        );
+    }
+
+    let bytes = std::fs::read(&teacher).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let mut args = vec!["--from", cut.to_str().unwrap(), "-o", "cut.safetensors"];
+    args.extend(CUSTOM);
+    let out = select(dir.path(), &args, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cut.gguf") && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(!dir.path().join("cut.safetensors").exists());
+}

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 /// List the tensors of a checkpoint without reading their data.
 ///
-/// Reads safetensors (single or sharded), PyTorch zip (.pth/.pt/.bin, single or sharded) and
-/// legacy (pre-1.6) PyTorch files; the format is detected from the bytes, not the name.
+/// Reads safetensors (single or sharded), PyTorch zip (.pth/.pt/.bin, single or sharded),
+/// legacy (pre-1.6) PyTorch files and llama.cpp GGUF (tensors with their ggml types); the format
+/// is detected from the bytes, not the name.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  illama-tools inspect illama_tiny.pth\n  illama-tools inspect Llama-2-7b-hf/ --json | jq .parameters\n  illama-tools inspect checkpoint-299.pth --key model_ema"
+    after_help = "Examples:\n  illama-tools inspect illama_tiny.pth\n  illama-tools inspect Llama-2-7b-hf/ --json | jq .parameters\n  illama-tools inspect checkpoint-299.pth --key model_ema\n  illama-tools inspect llama-2-7b.Q8_0.gguf"
 )]
 pub struct Args {
     /// A checkpoint file, a directory holding one, or a shard index (*.index.json).
@@ -64,7 +65,7 @@ fn print_table(r: &InspectReport) {
         let mut line = format!(
             "{:<name_w$}  {:<7} {:<22} {:>12}",
             printable(&t.name),
-            t.dtype.to_string(),
+            t.ggml_type.clone().unwrap_or_else(|| t.dtype.to_string()),
             shape,
             t.bytes
         );

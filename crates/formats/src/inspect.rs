@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Serialize)]
 pub struct TensorRow {
     pub name: String,
+    /// The element type; for a block-quantised GGUF tensor, the type it dequantises to (F32).
     pub dtype: DType,
+    /// GGUF only: the ggml storage type (`F16`, `Q8_0`, `Q4_K`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ggml_type: Option<String>,
     pub shape: Vec<usize>,
     pub bytes: u64,
     pub contiguous: bool,
@@ -48,6 +52,15 @@ pub struct InspectReport {
 }
 
 pub fn inspect(path: &Path, opts: &OpenOptions) -> Result<InspectReport> {
+    if path.is_file() && is_gguf_file(path)? {
+        if opts.key.is_some() || opts.strip_prefix.is_some() {
+            return Err(crate::FormatError::Invalid(format!(
+                "{}: a GGUF file has no entries to choose and no name prefixes to strip",
+                path.display()
+            )));
+        }
+        return inspect_gguf(path);
+    }
     let mut store = TensorStore::open_with(path, opts)?;
     // Moved, not copied: with the pickle's byte budget, the tree's values are held once.
     let (non_tensors, other_entries) = store.take_non_tensors();
@@ -58,6 +71,7 @@ pub fn inspect(path: &Path, opts: &OpenOptions) -> Result<InspectReport> {
         .map(|t| TensorRow {
             name: t.name.clone(),
             dtype: t.dtype,
+            ggml_type: None,
             shape: t.shape.clone(),
             bytes: t.nbytes(),
             contiguous: t.is_contiguous(),
@@ -97,5 +111,61 @@ pub fn inspect(path: &Path, opts: &OpenOptions) -> Result<InspectReport> {
         other_entries,
         metadata: store.metadata().clone(),
         warnings: store.warnings(),
+    })
+}
+
+fn is_gguf_file(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    let n = crate::input::open_regular(path)?
+        .read(&mut head)
+        .map_err(|e| crate::FormatError::io(path, e))?;
+    Ok(crate::gguf::is_gguf(&head[..n]))
+}
+
+/// A GGUF file's tensors with their ggml types, and its metadata (long arrays summarised).
+fn inspect_gguf(path: &Path) -> Result<InspectReport> {
+    let file = crate::gguf::GgufFile::open(path)?;
+    let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+    let tensors: Vec<TensorRow> = file
+        .tensors
+        .iter()
+        .map(|t| {
+            *by_type.entry(t.ggml_type.name().to_string()).or_default() += t.numel();
+            TensorRow {
+                name: t.name.clone(),
+                dtype: t.ggml_type.plain_dtype().unwrap_or(DType::F32),
+                ggml_type: Some(t.ggml_type.name().to_string()),
+                shape: t.shape.clone(),
+                bytes: t.nbytes,
+                contiguous: true,
+                file: None,
+            }
+        })
+        .collect();
+    let mut metadata: BTreeMap<String, String> = file
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.summary()))
+        .collect();
+    metadata.insert("gguf.version".into(), file.version.to_string());
+    Ok(InspectReport {
+        path: path.to_path_buf(),
+        format: Format::Gguf,
+        files: vec![FileRow {
+            path: path.to_path_buf(),
+            bytes: file.len,
+        }],
+        index: None,
+        root: None,
+        tensor_count: tensors.len(),
+        tensor_bytes: file.tensors.iter().map(|t| t.nbytes).sum(),
+        parameters: file.tensors.iter().map(|t| t.numel()).sum(),
+        parameters_by_dtype: by_type,
+        tensors,
+        non_tensors: Vec::new(),
+        other_entries: Vec::new(),
+        metadata,
+        warnings: Vec::new(),
     })
 }

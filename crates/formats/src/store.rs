@@ -21,6 +21,8 @@ pub enum Format {
     TorchZip,
     /// `torch.save(..., _use_new_zipfile_serialization=False)` and torch < 1.6.
     TorchLegacy,
+    /// llama.cpp's GGUF: read by [`crate::gguf`] (inspect, select), not by [`TensorStore`].
+    Gguf,
 }
 
 impl Format {
@@ -32,6 +34,7 @@ impl Format {
             Format::Safetensors => "safetensors",
             Format::TorchZip => "pytorch zip",
             Format::TorchLegacy => "pytorch legacy",
+            Format::Gguf => "gguf",
         }
     }
 }
@@ -40,6 +43,9 @@ impl Format {
 pub fn detect_format(path: &Path, head: &[u8]) -> Result<Format> {
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         return Ok(Format::TorchZip);
+    }
+    if crate::gguf::is_gguf(head) {
+        return Ok(Format::Gguf);
     }
     // PROTO n, LONG1 of 10 bytes: the legacy magic number.
     if head.len() >= 14
@@ -225,6 +231,12 @@ impl TensorStore {
         }
         let mut added = Vec::new();
         match format {
+            Format::Gguf => {
+                return Err(FormatError::Unsupported {
+                    path: path.to_path_buf(),
+                    why: "a GGUF file (llama.cpp): `inspect` lists it and `select --from` selects from it; this command reads PyTorch and safetensors checkpoints only".into(),
+                })
+            }
             Format::Safetensors => {
                 let f = crate::safetensors_io::read_safetensors(&src, file_index)?;
                 if file_index == 0 {

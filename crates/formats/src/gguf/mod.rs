@@ -35,6 +35,8 @@ const DEFAULT_ALIGNMENT: u64 = 32;
 pub enum GgufValue {
     Uint(u64),
     Int(i64),
+    /// Kept as f32 so that listings print what was stored (`1e-5`, not `9.99999974e-6`).
+    Float32(f32),
     Float(f64),
     Bool(bool),
     String(String),
@@ -62,7 +64,7 @@ impl GgufValue {
             GgufValue::Array(items) if items.len() > 8 => {
                 let kind = match items.first() {
                     Some(GgufValue::String(_)) => "strings",
-                    Some(GgufValue::Float(_)) => "floats",
+                    Some(GgufValue::Float(_) | GgufValue::Float32(_)) => "floats",
                     Some(GgufValue::Bool(_)) => "bools",
                     Some(GgufValue::Array(_)) => "arrays",
                     _ => "integers",
@@ -184,7 +186,7 @@ impl Header<'_> {
             3 => Int(i16::from_le_bytes(self.array(key)?) as i64),
             4 => Uint(u32::from_le_bytes(self.array(key)?) as u64),
             5 => Int(i32::from_le_bytes(self.array(key)?) as i64),
-            6 => Float(f32::from_le_bytes(self.array(key)?) as f64),
+            6 => Float32(f32::from_le_bytes(self.array(key)?)),
             7 => match self.array::<1>(key)?[0] {
                 0 => Bool(false),
                 1 => Bool(true),
