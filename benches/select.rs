@@ -70,6 +70,7 @@ fn main() {
             format: TargetFormat::Safetensors,
             output: Some(output.clone()),
             force: true,
+            hash_teacher: false,
         };
         // Warm-up.
         let report = match select(&opts, &NoProgress) {

@@ -60,7 +60,9 @@ fn default_output_name_json_report_and_metadata() {
     assert!(written.is_file());
     let store = illama_formats::TensorStore::open(&written).unwrap();
     assert_eq!(store.metadata()["selection.element_method"], "uniform");
-    assert_eq!(store.metadata()["teacher.sha256"].len(), 64);
+    assert_eq!(store.metadata()["teacher.fingerprint"].len(), 64);
+    // The real digests are recorded only when asked for (--hash-teacher).
+    assert!(!store.metadata().contains_key("teacher.sha256"));
 
     // A second run refuses to overwrite; --force replaces.
     let again = select(dir.path(), &args, &[]);
@@ -214,4 +216,59 @@ fn gguf_teachers_inspect_and_select_end_to_end() {
         "{err}"
     );
     assert!(!dir.path().join("cut.safetensors").exists());
+}
+
+/// `--hash-teacher` records what `sha256sum` prints for every teacher file (shards, index, config)
+/// in the output's metadata and the report, and the tensors are those of a run without it.
+#[test]
+fn hash_teacher_records_the_sha256_of_every_file() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = fixture("llama_hf_safetensors");
+    let mut args = vec![
+        "--from",
+        teacher.to_str().unwrap(),
+        "--json",
+        "-o",
+        "h.safetensors",
+        "--hash-teacher",
+    ];
+    args.extend(CUSTOM);
+    let out = select(dir.path(), &args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let store = illama_formats::TensorStore::open(dir.path().join("h.safetensors")).unwrap();
+    let recorded: Value = serde_json::from_str(&store.metadata()["teacher.sha256"]).unwrap();
+    assert_eq!(recorded, r["teacher"]["sha256"]);
+    let mut names: Vec<String> = std::fs::read_dir(&teacher)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".safetensors") || n.ends_with(".json"))
+        .filter(|n| n != "generation_config.json")
+        .collect();
+    names.sort();
+    let listed: Vec<String> = recorded.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(listed, names);
+    for n in &names {
+        let want: String = Sha256::digest(std::fs::read(teacher.join(n)).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(recorded[n], want.as_str(), "{n}");
+    }
+    let plain = fixture("expected_llama_custom_f16.safetensors");
+    let want = illama_formats::TensorStore::open(&plain).unwrap();
+    for t in want.tensors() {
+        let g = store.get(&t.name).unwrap();
+        assert_eq!(
+            store.bytes(g).unwrap(),
+            want.bytes(t).unwrap(),
+            "{}",
+            t.name
+        );
+    }
 }

@@ -302,6 +302,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 format: TargetFormat::Safetensors,
                 output: Some(output),
                 force: true,
+                hash_teacher: false,
             },
             &NoProgress,
         )

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 /// the 7 selected tensors per block, the teacher's dtype.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  illama-tools select --from llama2-7b --to base                 # -> illama_ws_base.safetensors\n  illama-tools select --from ~/models/Llama-2-7b-hf --to tiny --format pth\n  illama-tools select --from ~/llama-2-7b --to small --dtype f16  # Meta layout (params.json)\n  illama-tools select --from llama2-7b --to custom --dim 512 --depth 8 --heads 8 --layers uniform\n\nTEACHER is a directory or file (Hugging Face or Meta layout, detected from the files) or a name\n(llama2-7b, llama2-13b, llama2-70b, llama3-8b, ..., or ORG/NAME) found in the local Hugging Face\ncache ($HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub). Nothing is downloaded."
+    after_help = "Examples:\n  illama-tools select --from llama2-7b --to base                 # -> illama_ws_base.safetensors\n  illama-tools select --from ~/models/Llama-2-7b-hf --to tiny --format pth\n  illama-tools select --from ~/llama-2-7b --to small --dtype f16  # Meta layout (params.json)\n  illama-tools select --from llama2-7b --to custom --dim 512 --depth 8 --heads 8 --layers uniform\n  illama-tools select --from llama-2-7b.Q8_0.gguf --to base --hash-teacher\n\nTEACHER is a directory or file (Hugging Face or Meta layout, or a llama.cpp GGUF file; detected from the files) or a name\n(llama2-7b, llama2-13b, llama2-70b, llama3-8b, ..., or ORG/NAME) found in the local Hugging Face\ncache ($HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub). Nothing is downloaded."
 )]
 pub struct Args {
     /// Teacher checkpoint: a path or a model name in the local Hugging Face cache.
@@ -60,6 +60,11 @@ pub struct Args {
     /// Print one JSON object (with the selected indices) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also record the sha256 of every teacher file (as `sha256sum` prints it) in the output's
+    /// metadata (`teacher.sha256`) and the report. The files are read whole on other threads
+    /// while selecting; without it, only a cheap fingerprint (`teacher.fingerprint`) is kept.
+    #[arg(long)]
+    hash_teacher: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -143,6 +148,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         format,
         output: a.output,
         force: a.force,
+        hash_teacher: a.hash_teacher,
     };
     let bar = Bar::new(a.json);
     let report = select(&opts, &bar).with_context(|| format!("selecting from {}", a.teacher))?;
@@ -195,6 +201,14 @@ fn print_summary(r: &SelectReport) {
     println!();
     for n in &r.notes {
         println!("note: {n}");
+    }
+    if let Some(hashes) = &t.sha256 {
+        for (file, h) in hashes {
+            println!("sha256 {h}  {file}");
+        }
+        if let Some(w) = t.hash_wait_seconds {
+            println!("hashing the teacher added {w:.2} s after the selection");
+        }
     }
     println!(
         "wrote {} ({}, {} tensors, {})",

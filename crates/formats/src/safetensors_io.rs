@@ -152,3 +152,38 @@ pub fn write_safetensors(
     }
     Ok(())
 }
+
+/// Replaces strings in the JSON header of the safetensors file being written through `file`
+/// (`path` names it in errors), each by one of the same length, so that the data offsets stay
+/// valid: for values known only once the tensors are written (hashes computed meanwhile).
+pub fn patch_header(
+    file: &std::fs::File,
+    path: &std::path::Path,
+    replacements: &[(String, String)],
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let io = |e| FormatError::io(path, e);
+    let mut len = [0u8; 8];
+    file.read_exact_at(&mut len, 0).map_err(io)?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        return Err(FormatError::corrupt(path, format!("a {n}-byte header")));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact_at(&mut header, 8).map_err(io)?;
+    for (from, to) in replacements {
+        if from.len() != to.len() || from.is_empty() {
+            return Err(FormatError::Invalid(format!(
+                "header patch '{from}' -> '{to}' changes the length"
+            )));
+        }
+        let at = header
+            .windows(from.len())
+            .position(|w| w == from.as_bytes())
+            .ok_or_else(|| {
+                FormatError::Invalid(format!("{}: '{from}' is not in the header", path.display()))
+            })?;
+        header[at..at + to.len()].copy_from_slice(to.as_bytes());
+    }
+    file.write_all_at(&header, 8).map_err(io)
+}

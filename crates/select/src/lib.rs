@@ -7,6 +7,7 @@
 //! file access and `arch` for student shapes; it knows nothing of training or of Candle.
 
 mod error;
+mod hashing;
 pub mod indices;
 mod matrix;
 mod select;

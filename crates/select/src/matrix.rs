@@ -5,11 +5,15 @@
 
 use half::{bf16, f16};
 use illama_formats::gguf::{GgufFile, GgufTensor};
-use illama_formats::{DType, FormatError, TensorView};
+use illama_formats::{DType, FormatError, Storage, TensorStore, TensorView};
 
 /// Part of a row block held by one stored tensor (a model-parallel shard, or the whole block).
 pub(crate) struct Piece<'a> {
     pub view: TensorView<'a>,
+    /// The storage when it lies uncompressed in the file: rows are then read with `pread`,
+    /// which leaves the resident set flat (touching the mapping would count whole page folios,
+    /// megabytes at a time, against it) and costs one copy.
+    pub in_file: Option<(&'a TensorStore, &'a Storage)>,
     pub row0: usize,
     pub col0: usize,
     pub rows: usize,
@@ -66,7 +70,7 @@ impl Matrix<'_> {
             }
             match &block.source {
                 RowSource::Pieces(pieces) => {
-                    gather_pieces(pieces, self.cols, es, local, cols, &mut out)
+                    gather_pieces(pieces, self.cols, es, local, cols, &mut raw, &mut out)?
                 }
                 RowSource::Gguf { file, tensor } => {
                     // A vector is one stored row: logical row `local` is its element `local`.
@@ -117,8 +121,9 @@ fn gather_pieces(
     es: usize,
     local: usize,
     cols: &[usize],
+    scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
-) {
+) -> Result<(), FormatError> {
     let in_row: Vec<&Piece<'_>> = pieces
         .iter()
         .filter(|p| (p.row0..p.row0 + p.rows).contains(&local))
@@ -126,12 +131,24 @@ fn gather_pieces(
     if let [p] = in_row.as_slice() {
         if p.col0 == 0 && p.cols == width {
             let (base, stride) = row_base(p, local - p.row0);
+            if let (Some((store, storage)), 1, Some(&first), Some(&last)) =
+                (p.in_file, stride, cols.iter().min(), cols.iter().max())
+            {
+                // The span from the lowest to the highest selected column, in one read.
+                scratch.resize((last + 1 - first) * es, 0);
+                store.read_storage_at(storage, ((base + first) * es) as u64, scratch)?;
+                for &c in cols {
+                    let at = (c - first) * es;
+                    out.extend_from_slice(&scratch[at..at + es]);
+                }
+                return Ok(());
+            }
             let data = &p.view.storage[..];
             for &c in cols {
                 let at = (base + c * stride) * es;
                 out.extend_from_slice(&data[at..at + es]);
             }
-            return;
+            return Ok(());
         }
     }
     for &c in cols {
@@ -143,6 +160,7 @@ fn gather_pieces(
         let at = (base + (c - p.col0) * stride) * es;
         out.extend_from_slice(&p.view.storage[at..at + es]);
     }
+    Ok(())
 }
 
 /// Appends `v` as one element of `dtype`, rounding to nearest even as torch's casts do. A GGUF

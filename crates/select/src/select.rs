@@ -2,6 +2,7 @@
 //! lazily while the output file is written, so at most one tensor is in memory at a time.
 
 use crate::error::SelectError;
+use crate::hashing::FileHashes;
 use crate::indices::{describe, ElementSelection, LayerSelection};
 use crate::teacher::{TeacherCheckpoint, TeacherConfig, TeacherLayout, Weight};
 use illama_arch::{BlockTensor, IllamaConfig};
@@ -32,6 +33,8 @@ pub struct SelectOptions {
     /// Default: `illama_ws_<student>.<ext>` in the current directory.
     pub output: Option<PathBuf>,
     pub force: bool,
+    /// Also record the sha256 of every teacher file (hashed on other threads while selecting).
+    pub hash_teacher: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,7 +56,14 @@ pub struct TeacherReport {
     pub shards: usize,
     pub dtype: DType,
     pub config: TeacherConfig,
+    /// A cheap identity of the files (see [`TeacherCheckpoint::fingerprint`]), not their sha256.
     pub fingerprint: String,
+    /// With `hash_teacher`: each teacher file's name and sha256, as `sha256sum` prints it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<BTreeMap<String, String>>,
+    /// With `hash_teacher`: seconds selection waited for the hashes after writing the tensors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_wait_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -242,6 +252,10 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
         .layers(tc.layers, opts.student.depth)
         .map_err(SelectError::Student)?;
     let planned = plan(&tc, &opts.student, &layers);
+    let teacher_files = teacher.files();
+    let hashes = opts
+        .hash_teacher
+        .then(|| FileHashes::spawn(teacher_files.clone()));
     let out_dtype = cast_target(teacher.dtype, opts.dtype);
 
     // Every (teacher, student) size pair is computed once and shared by all layers.
@@ -362,7 +376,24 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
         })
         .collect::<Vec<_>>();
 
-    let metadata = metadata(opts, &teacher, &layers, out_dtype);
+    // The hashes are known only after the tensors are written: the header holds placeholders of
+    // the same length, replaced in place before the file is committed.
+    let names = file_names(&teacher_files);
+    let placeholders: Vec<String> = (0..names.len())
+        .map(|i| format!("{:-<64}", format!("sha256-pending-{i}-")))
+        .collect();
+    let mut metadata = metadata(opts, &teacher, &layers, out_dtype);
+    if hashes.is_some() {
+        let map: BTreeMap<&str, &str> = names
+            .iter()
+            .map(String::as_str)
+            .zip(placeholders.iter().map(String::as_str))
+            .collect();
+        metadata.insert(
+            "teacher.sha256".into(),
+            serde_json::to_string(&map).unwrap_or_default(),
+        );
+    }
     progress.begin("selecting", total);
     let policy = OutputPolicy::new(opts.force).protect(teacher.files());
     let mut file = AtomicFile::create(&output, &policy)?;
@@ -374,6 +405,27 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
         &metadata,
         &Default::default(),
     )?;
+    let mut sha256 = None;
+    let mut hash_wait_seconds = None;
+    if let Some(h) = hashes {
+        progress.end();
+        let hashed = h.wait()?;
+        hash_wait_seconds = Some(hashed.waited.as_secs_f64());
+        if opts.format == TargetFormat::Safetensors {
+            let patches: Vec<(String, String)> = placeholders
+                .iter()
+                .cloned()
+                .zip(hashed.sha256.iter().map(|(_, h)| h.clone()))
+                .collect();
+            illama_formats::safetensors_io::patch_header(file.file(), &output, &patches)?;
+        }
+        sha256 = Some(
+            names
+                .into_iter()
+                .zip(hashed.sha256.into_iter().map(|(_, h)| h))
+                .collect(),
+        );
+    }
     let output = file.commit()?;
     progress.end();
 
@@ -386,6 +438,8 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
             dtype: teacher.dtype,
             config: tc,
             fingerprint: teacher.fingerprint.clone(),
+            sha256,
+            hash_wait_seconds,
         },
         student_name: opts.student_name.clone(),
         student: opts.student,
@@ -409,6 +463,24 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
     })
 }
 
+/// Each file's name as the teacher's folder lists it (its path when two share a name).
+fn file_names(files: &[PathBuf]) -> Vec<String> {
+    let base: Vec<String> = files
+        .iter()
+        .map(|f| {
+            f.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| f.display().to_string())
+        })
+        .collect();
+    let unique = base.iter().collect::<std::collections::BTreeSet<_>>().len() == base.len();
+    if unique {
+        base
+    } else {
+        files.iter().map(|f| f.display().to_string()).collect()
+    }
+}
+
 fn metadata(
     opts: &SelectOptions,
     teacher: &TeacherCheckpoint,
@@ -427,7 +499,7 @@ fn metadata(
         "teacher.layout".into(),
         json(serde_json::to_value(teacher.layout).unwrap_or_default()),
     );
-    md.insert("teacher.sha256".into(), teacher.fingerprint.clone());
+    md.insert("teacher.fingerprint".into(), teacher.fingerprint.clone());
     md.insert(
         "teacher.config".into(),
         json(serde_json::to_value(&teacher.config).unwrap_or_default()),

@@ -116,7 +116,8 @@ pub struct TeacherCheckpoint {
     gguf: Option<GgufFile>,
     /// `model.` for the usual Hugging Face names, empty when the checkpoint lacks it.
     hf_prefix: String,
-    /// sha256 of the index json, or of each shard's header (first MiB and size).
+    /// A cheap identity of the files, not their sha256: the sha256 of the index json, or of each
+    /// file's first MiB and size. Read in milliseconds; `--hash-teacher` gives the real digests.
     pub fingerprint: String,
     /// How a name was resolved (`llama2-7b -> ...`), for the summary.
     pub resolved_from: Option<String>,
@@ -540,8 +541,10 @@ impl TeacherCheckpoint {
                 (Some(0), _) => (i * r, 0),
                 _ => (0, i * c),
             };
+            let storage = &store.storages()[t.storage];
             pieces.push(Piece {
                 view: store.view(t)?,
+                in_file: storage.file_offset().map(|_| (*store, storage)),
                 row0,
                 col0,
                 rows: r,

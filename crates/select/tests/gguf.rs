@@ -36,6 +36,7 @@ fn run(
         format: TargetFormat::Safetensors,
         output: Some(out.to_path_buf()),
         force: false,
+        hash_teacher: false,
     };
     select(&o, &NoProgress).unwrap_or_else(|e| panic!("{}: {e}", teacher.display()))
 }

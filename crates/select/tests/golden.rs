@@ -76,6 +76,7 @@ fn options(teacher: &Path, s: IllamaConfig, out: &Path) -> SelectOptions {
         format: TargetFormat::Safetensors,
         output: Some(out.to_path_buf()),
         force: false,
+        hash_teacher: false,
     }
 }
 
