@@ -78,6 +78,11 @@ pub(crate) fn read_safetensors(src: &SourceFile, file_index: usize) -> Result<St
     Ok(StFile { tensors, metadata })
 }
 
+/// The order of tensors in a file we write: by element size, largest first, then name.
+pub(crate) fn data_order(a: (&str, DType), b: (&str, DType)) -> std::cmp::Ordering {
+    b.1.size().cmp(&a.1.size()).then_with(|| a.0.cmp(b.0))
+}
+
 /// Builds the header the way the reference writer does: `__metadata__` first, tensors ordered
 /// by element size (largest first) then name, padded with spaces to a multiple of 8 bytes.
 /// Returns the header bytes (with the length prefix) and the tensors in data order.
@@ -85,12 +90,7 @@ pub(crate) fn header(
     tensors: &mut [OutTensor<'_>],
     metadata: &BTreeMap<String, String>,
 ) -> std::result::Result<Vec<u8>, String> {
-    tensors.sort_by(|a, b| {
-        b.dtype
-            .size()
-            .cmp(&a.dtype.size())
-            .then_with(|| a.name.cmp(&b.name))
-    });
+    tensors.sort_by(|a, b| data_order((&a.name, a.dtype), (&b.name, b.dtype)));
     let mut json = String::from("{");
     let mut first = true;
     let mut sep = |json: &mut String| {

@@ -1,6 +1,7 @@
 //! Writing a checkpoint file: the two output formats and one function that streams tensors into
 //! either. Atomic placement of the file is [`crate::output`]'s; this module only fills it.
 
+use crate::dtype::DType;
 use crate::error::{FormatError, Result};
 use crate::output::OutTensor;
 use crate::{safetensors_io, torch};
@@ -31,6 +32,22 @@ impl TargetFormat {
             TargetFormat::Safetensors => "safetensors",
             TargetFormat::Pth => "pytorch zip",
         }
+    }
+    /// The order in which [`write_file`] takes the tensors' bytes (calls their `write`), as
+    /// indices into `tensors` (name and dtype of each, in the caller's order): by element size,
+    /// largest first, then name, for safetensors (the reference writer's header order); as given
+    /// for `.pth`.
+    pub fn data_order(self, tensors: &[(&str, DType)]) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..tensors.len()).collect();
+        if self == TargetFormat::Safetensors {
+            order.sort_by(|&a, &b| {
+                safetensors_io::data_order(
+                    (tensors[a].0, tensors[a].1),
+                    (tensors[b].0, tensors[b].1),
+                )
+            });
+        }
+        order
     }
     pub(crate) fn extension(self) -> &'static str {
         match self {

@@ -52,10 +52,37 @@ fn hf_to_meta_row(row: usize, head_dim: usize) -> usize {
     head * head_dim + 2 * (i % half) + i / half
 }
 
+/// Fewer rows than this are gathered on the calling thread alone.
+const ROWS_PER_THREAD: usize = 32;
+
 impl Matrix<'_> {
     /// The elements at `rows x cols` (C order), in the matrix's dtype. For a vector the only
-    /// column is 0.
+    /// column is 0. Large selections are split by rows over one thread per core: reading the
+    /// rows (a copy out of the page cache) is most of the time selection takes.
     pub fn gather(&self, rows: &[usize], cols: &[usize]) -> Result<Vec<u8>, FormatError> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = cores.min(rows.len() / ROWS_PER_THREAD).max(1);
+        if threads == 1 {
+            return self.gather_rows(rows, cols);
+        }
+        let parts: Vec<Result<Vec<u8>, FormatError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = rows
+                .chunks(rows.len().div_ceil(threads))
+                .map(|part| s.spawn(move || self.gather_rows(part, cols)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a gathering thread panicked"))
+                .collect()
+        });
+        let mut out = Vec::with_capacity(rows.len() * cols.len() * self.dtype.size());
+        for p in parts {
+            out.extend_from_slice(&p?);
+        }
+        Ok(out)
+    }
+
+    fn gather_rows(&self, rows: &[usize], cols: &[usize]) -> Result<Vec<u8>, FormatError> {
         let es = self.dtype.size();
         let mut out = Vec::with_capacity(rows.len() * cols.len() * es);
         let mut raw = Vec::new();
@@ -137,9 +164,14 @@ fn gather_pieces(
                 // The span from the lowest to the highest selected column, in one read.
                 scratch.resize((last + 1 - first) * es, 0);
                 store.read_storage_at(storage, ((base + first) * es) as u64, scratch)?;
-                for &c in cols {
-                    let at = (c - first) * es;
-                    out.extend_from_slice(&scratch[at..at + es]);
+                let start = out.len();
+                out.resize(start + cols.len() * es, 0);
+                let dst = &mut out[start..];
+                match es {
+                    2 => pick::<2>(scratch, first, cols, dst),
+                    4 => pick::<4>(scratch, first, cols, dst),
+                    8 => pick::<8>(scratch, first, cols, dst),
+                    _ => pick::<1>(scratch, first, cols, dst),
                 }
                 return Ok(());
             }
@@ -161,6 +193,28 @@ fn gather_pieces(
         out.extend_from_slice(&p.view.storage[at..at + es]);
     }
     Ok(())
+}
+
+/// Copies the `N`-byte elements `cols` of `src` (which starts at column `first`) into `dst`;
+/// `N` known at compile time makes each copy a register move rather than a `memcpy` call.
+fn pick<const N: usize>(src: &[u8], first: usize, cols: &[usize], dst: &mut [u8]) {
+    if cols.is_empty() {
+        return;
+    }
+    let es = dst.len() / cols.len();
+    if es != N {
+        // Element sizes without a specialisation: copied a byte at a time.
+        for (d, &c) in dst.chunks_exact_mut(es).zip(cols) {
+            let at = (c - first) * es;
+            d.copy_from_slice(&src[at..at + es]);
+        }
+        return;
+    }
+    for (d, &c) in dst.chunks_exact_mut(N).zip(cols) {
+        let at = (c - first) * N;
+        let v: [u8; N] = src[at..at + N].try_into().expect("N bytes");
+        d.copy_from_slice(&v);
+    }
 }
 
 /// Appends `v` as one element of `dtype`, rounding to nearest even as torch's casts do. A GGUF

@@ -347,35 +347,6 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
         .iter()
         .map(|p| p.shape.iter().product::<usize>() as u64 * out_dtype.size() as u64)
         .sum();
-    let tensors: Vec<OutTensor<'_>> = planned
-        .iter()
-        .map(|p| {
-            let teacher = &teacher;
-            let index_sets = &index_sets;
-            let tc = &tc;
-            let d = opts.student.dim;
-            let nbytes = p.shape.iter().product::<usize>() as u64 * out_dtype.size() as u64;
-            OutTensor {
-                name: p.name.clone(),
-                dtype: out_dtype,
-                shape: p.shape.clone(),
-                nbytes,
-                write: Box::new(move |w: &mut dyn Write, out: &std::path::Path| {
-                    let bytes = gather(teacher, p, index_sets, tc, d)
-                        .map_err(|e| FormatError::Invalid(e.to_string()))?;
-                    let bytes = if out_dtype == teacher.dtype {
-                        bytes
-                    } else {
-                        cast_bytes(teacher.dtype, out_dtype, &bytes)?
-                    };
-                    w.write_all(&bytes).map_err(|e| FormatError::io(out, e))?;
-                    progress.advance(bytes.len() as u64);
-                    Ok(())
-                }),
-            }
-        })
-        .collect::<Vec<_>>();
-
     // The hashes are known only after the tensors are written: the header holds placeholders of
     // the same length, replaced in place before the file is committed.
     let names = file_names(&teacher_files);
@@ -397,14 +368,73 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
     progress.begin("selecting", total);
     let policy = OutputPolicy::new(opts.force).protect(teacher.files());
     let mut file = AtomicFile::create(&output, &policy)?;
-    let bytes = write_file(
-        &output,
-        file.file(),
-        opts.format,
-        tensors,
-        &metadata,
-        &Default::default(),
-    )?;
+
+    // One thread gathers the tensors, in the order the writer takes them, while this one writes:
+    // reading the teacher's rows and writing the output overlap. The channel holds one tensor,
+    // so at most three are in memory (being gathered, waiting, being written).
+    let order = opts.format.data_order(
+        &planned
+            .iter()
+            .map(|p| (p.name.as_str(), out_dtype))
+            .collect::<Vec<_>>(),
+    );
+    let produce = |i: usize| -> std::result::Result<Vec<u8>, FormatError> {
+        let bytes = gather(&teacher, &planned[i], &index_sets, &tc, opts.student.dim)
+            .map_err(|e| FormatError::Invalid(e.to_string()))?;
+        if out_dtype == teacher.dtype {
+            Ok(bytes)
+        } else {
+            cast_bytes(teacher.dtype, out_dtype, &bytes)
+        }
+    };
+    let bytes = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let order = &order;
+        scope.spawn(move || {
+            for &i in order {
+                let r = produce(i);
+                let failed = r.is_err();
+                // A closed channel means the writer stopped (its error is reported there).
+                if tx.send((i, r)).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let rx = &rx;
+        let tensors: Vec<OutTensor<'_>> = planned
+            .iter()
+            .enumerate()
+            .map(|(i, p)| OutTensor {
+                name: p.name.clone(),
+                dtype: out_dtype,
+                shape: p.shape.clone(),
+                nbytes: p.shape.iter().product::<usize>() as u64 * out_dtype.size() as u64,
+                write: Box::new(move |w: &mut dyn Write, out: &std::path::Path| {
+                    let (got, bytes) = rx
+                        .recv()
+                        .map_err(|_| FormatError::Invalid("the gathering thread stopped".into()))?;
+                    if got != i {
+                        return Err(FormatError::Invalid(format!(
+                            "tensor {} asked for out of the planned order",
+                            p.name
+                        )));
+                    }
+                    let bytes = bytes?;
+                    w.write_all(&bytes).map_err(|e| FormatError::io(out, e))?;
+                    progress.advance(bytes.len() as u64);
+                    Ok(())
+                }),
+            })
+            .collect();
+        write_file(
+            &output,
+            file.file(),
+            opts.format,
+            tensors,
+            &metadata,
+            &Default::default(),
+        )
+    })?;
     let mut sha256 = None;
     let mut hash_wait_seconds = None;
     if let Some(h) = hashes {
