@@ -437,22 +437,30 @@ impl<'a> Vm<'a> {
                     let s = self.line_str()?;
                     self.push(Value::Str(s))
                 }
+                // Python 2 `str` (STRING, BINSTRING, SHORT_BINSTRING): text, as torch.load
+                // decodes it (UTF-8), or bytes when it is not UTF-8.
                 b'S' => {
                     let l = self.line()?;
                     let t = l.strip_prefix(b"'").and_then(|x| x.strip_suffix(b"'"));
                     let t = t.or_else(|| l.strip_prefix(b"\"").and_then(|x| x.strip_suffix(b"\"")));
-                    match t {
-                        Some(t) => self.push(Value::Bytes(t.to_vec())),
-                        None => return self.err("STRING argument is not quoted"),
-                    }
+                    let Some(t) = t else {
+                        return self.err("STRING argument is not quoted");
+                    };
+                    let Some(raw) = unescape_py2(t) else {
+                        return self.err("STRING argument has a bad escape");
+                    };
+                    self.push(py2_str(raw))
                 }
                 b'T' => {
-                    let n = self.u32()? as u64;
-                    self.bytes(n)?
+                    let n = self.u32()? as i32;
+                    if n < 0 {
+                        return self.err(format!("BINSTRING of negative length {n}"));
+                    }
+                    self.py2_string(n as u64)?
                 }
                 b'U' => {
                     let n = self.u8()? as u64;
-                    self.bytes(n)?
+                    self.py2_string(n)?
                 }
                 b'B' => {
                     let n = self.u32()? as u64;
@@ -633,12 +641,85 @@ impl<'a> Vm<'a> {
         }
     }
 
+    /// BINSTRING / SHORT_BINSTRING: a Python 2 `str` of `n` bytes.
+    fn py2_string(&mut self, n: u64) -> R<()> {
+        let n = self.len(n)?;
+        let b = self.take(n)?.to_vec();
+        self.push(py2_str(b));
+        Ok(())
+    }
+
     fn bytes(&mut self, n: u64) -> R<()> {
         let n = self.len(n)?;
         let b = self.take(n)?.to_vec();
         self.push(Value::Bytes(b));
         Ok(())
     }
+}
+
+/// A Python 2 `str` as `torch.load` (Python 3, `encoding='utf-8'`) reads it: text when its bytes
+/// are UTF-8. Python would refuse other bytes; they are kept as bytes here, so that a checkpoint
+/// with, say, a Latin-1 note still opens.
+fn py2_str(raw: Vec<u8>) -> Value {
+    match String::from_utf8(raw) {
+        Ok(s) => Value::Str(s),
+        Err(e) => Value::Bytes(e.into_bytes()),
+    }
+}
+
+/// The body of a protocol-0 STRING, written by Python 2's `repr`: `\\`, `\'`, `\"`, `\n`,
+/// `\r`, `\t`, `\xhh` and the other escapes Python's `escape_decode` knows. None on a bad escape.
+fn unescape_py2(t: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(t.len());
+    let mut i = 0;
+    while i < t.len() {
+        if t[i] != b'\\' {
+            out.push(t[i]);
+            i += 1;
+            continue;
+        }
+        let c = *t.get(i + 1)?;
+        i += 2;
+        match c {
+            b'\\' | b'\'' | b'"' => out.push(c),
+            b'a' => out.push(7),
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'x' => {
+                let hex = t.get(i..i + 2)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                let digit = |d: u8| (d as char).to_digit(16).unwrap_or(0) as u8;
+                out.push(digit(hex[0]) * 16 + digit(hex[1]));
+                i += 2;
+            }
+            b'0'..=b'7' => {
+                // Up to three octal digits.
+                let mut v = (c - b'0') as u32;
+                for _ in 0..2 {
+                    match t.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            v = v * 8 + (d - b'0') as u32;
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push(v as u8);
+            }
+            // Python keeps an unknown escape as it is.
+            other => {
+                out.push(b'\\');
+                out.push(other);
+            }
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -675,6 +756,33 @@ mod tests {
             e.why.len() < 200 && e.why.contains("5000 bytes in all"),
             "{e}"
         );
+    }
+
+    /// Python 2 `str` (SHORT_BINSTRING, BINSTRING, protocol-0 STRING with its escapes) reads as
+    /// text when it is UTF-8, as `torch.load` decodes it, and as bytes when it is not.
+    #[test]
+    fn python2_strings_are_text_when_utf8() {
+        let p = parse(
+            b"\x80\x02(U\x03abcT\x02\x00\x00\x00\xc3\xa9U\x02\xff\xfeS'a\\'b\\x41\\n\\\\'\nl.",
+        )
+        .unwrap();
+        let Value::List(items) = p.get(p.root) else {
+            panic!("{:?}", p.get(p.root))
+        };
+        let got: Vec<&Value> = items.iter().map(|&i| p.get(i)).collect();
+        assert_eq!(
+            got,
+            [
+                &Value::Str("abc".into()),
+                &Value::Str("\u{e9}".into()),
+                &Value::Bytes(vec![0xff, 0xfe]),
+                &Value::Str("a'bA\n\\".into()),
+            ]
+        );
+        let e = parse(b"T\xff\xff\xff\xffabc.").unwrap_err();
+        assert!(e.why.contains("negative length"), "{e}");
+        let e = parse(b"S'\\x4g'\n.").unwrap_err();
+        assert!(e.why.contains("bad escape"), "{e}");
     }
 
     #[test]

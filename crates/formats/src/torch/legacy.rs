@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 /// Reads a pre-1.6 `torch.save` file: five pickles in a row (magic number, protocol version,
 /// system info, the object, the storage keys), then each storage as a u64 element count followed
-/// by its raw bytes.
+/// by its raw bytes. PyTorch 0.3/0.4 under Python 2 wrote the same layout with Python 2 pickles
+/// (the pickle reader decodes their `str`s) and storage views (`view_of`), read from the root
+/// storage's bytes.
 pub(crate) fn read_legacy(src: &SourceFile, file_index: usize) -> Result<TorchFile> {
     let data = &src.map[..];
     let corrupt = |why: String| FormatError::corrupt(&src.path, why);
@@ -84,6 +86,19 @@ pub(crate) fn read_legacy(src: &SourceFile, file_index: usize) -> Result<TorchFi
         let mut header = [0u8; 8];
         src.read_at(at, &mut header)?;
         let count = u64::from_le_bytes(header);
+        // torch.load refuses a record whose size differs from the declared one; so do we, before
+        // a wrong count misplaces every record after it.
+        if decl.view_of.is_some() {
+            return Err(corrupt(format!(
+                "storage '{k}' is listed with the stored storages but declared as a view"
+            )));
+        }
+        if count != decl.numel {
+            return Err(corrupt(format!(
+                "storage '{k}' holds {count} elements in the file but its persistent id declares {}",
+                decl.numel
+            )));
+        }
         let nbytes = count
             .checked_mul(decl.dtype.size() as u64)
             .ok_or_else(|| corrupt(format!("storage '{k}' claims {count} elements")))?;
@@ -115,16 +130,26 @@ pub(crate) fn read_legacy(src: &SourceFile, file_index: usize) -> Result<TorchFi
                     })?,
             ),
         };
-        let &(start, available) = roots
-            .get(root_key)
-            .ok_or_else(|| corrupt(format!("storage '{root_key}' is used but has no data")))?;
+        let &(start, available) = roots.get(root_key).ok_or_else(|| {
+            corrupt(format!(
+                "storage '{}' is used but has no data (it is not in the storage key list)",
+                excerpt(root_key)
+            ))
+        })?;
         if offset_bytes
             .checked_add(nbytes)
             .is_none_or(|end| end > available)
         {
-            return Err(corrupt(format!(
-                "storage '{k}' claims {nbytes} bytes but its data holds {available}"
-            )));
+            return Err(corrupt(match &decl.view_of {
+                None => {
+                    format!("storage '{k}' claims {nbytes} bytes but its data holds {available}")
+                }
+                Some(_) => format!(
+                    "storage view '{k}' of {nbytes} bytes at byte {offset_bytes} of storage '{}' \
+                     reaches past the {available} bytes that storage holds",
+                    excerpt(root_key)
+                ),
+            }));
         }
         storages.insert(
             key.clone(),

@@ -403,7 +403,14 @@ impl<'a> Interpreter<'a> {
         };
         let items = self.tuple_items(*pid);
         if items.len() < 5 || self.v(items[0]) != &Value::Str("storage".into()) {
-            return Err("persistent id is not a ('storage', ...) tuple".into());
+            let tag = match items.first().map(|&i| self.v(i)) {
+                Some(Value::Str(s)) => format!("('{}', ...)", excerpt(s)),
+                Some(other) => format!("a tuple starting with {}", other.a_kind()),
+                None => self.v(*pid).a_kind().to_string(),
+            };
+            return Err(format!(
+                "persistent id is {tag} where a ('storage', type, key, location, size) tuple is expected"
+            ));
         }
         let (module, name) = match self.v(items[1]) {
             Value::Global { module, name } => (module.clone(), name.clone()),
@@ -424,6 +431,7 @@ impl<'a> Interpreter<'a> {
         let key = match self.v(items[2]) {
             Value::Str(s) => s.clone(),
             Value::Int(i) => i.to_string(),
+            Value::Bytes(_) => return Err("storage key is bytes that are not UTF-8 text".into()),
             other => return Err(format!("storage key is {}", other.a_kind())),
         };
         let numel = self.int(items[4], "storage size")?;
@@ -479,6 +487,9 @@ impl<'a> Interpreter<'a> {
         const MAX: usize = 16;
         match self.v(id) {
             Value::Bytes(b) if b.len() <= MAX => Some(b.clone()),
+            // Python 2 wrote the bytes as a `str`; the reader made text of them if they were
+            // UTF-8, and that text's UTF-8 is those bytes again.
+            Value::Str(s) if s.len() <= MAX => Some(s.as_bytes().to_vec()),
             Value::Object(o)
                 if self.global_name(o.callable).as_deref() == Some("_codecs.encode") =>
             {
@@ -624,6 +635,40 @@ mod tests {
         let v = Value::BigInt(vec![0; 9]);
         assert_eq!(v.a_kind(), "an integer wider than 64 bits");
         assert_ne!(v.kind(), "int");
+    }
+
+    /// `numpy.float64(3.0)` as Python 2 pickled it: the dtype's byte order and the value's bytes
+    /// are `str`s (SHORT_BINSTRING), here valid UTF-8 and so read as text.
+    #[test]
+    fn python2_numpy_scalars_keep_their_value() {
+        let mut p = b"\x80\x02cnumpy.core.multiarray\nscalar\nq\x00cnumpy\ndtype\nq\x01U\x02f8q\x02K\x00K\x01\x87q\x03Rq\x04(K\x03U\x01<q\x05NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq\x06bU\x08".to_vec();
+        p.extend(3.0f64.to_le_bytes());
+        p.extend(b"q\x07\x86q\x08Rq\x09.");
+        let it = interpret_bytes(&p).unwrap();
+        assert_eq!(it.root, Node::Scalar(Json::from(3.0)));
+    }
+
+    /// A persistent id that is not a storage is named in the error.
+    #[test]
+    fn a_module_persistent_id_where_a_storage_belongs_is_named() {
+        let mut p = PickleWriter::new();
+        p.global("torch._utils", "_rebuild_tensor");
+        p.mark();
+        p.mark();
+        p.str("module");
+        p.global("torch.nn", "Linear");
+        p.tuple_from_mark();
+        p.persistent_id();
+        p.int(0);
+        p.int_tuple(&[2]);
+        p.int_tuple(&[1]);
+        p.tuple_from_mark();
+        p.reduce();
+        let e = interpret_bytes(&p.finish()).err().unwrap();
+        assert!(
+            e.contains("torch._utils._rebuild_tensor: persistent id is ('module', ...) where a ('storage', type, key, location, size) tuple is expected"),
+            "{e}"
+        );
     }
 
     /// `('storage', torch.cuda.FloatStorage, '0', 'cuda:0', 6)` as pre-1.6 GPU checkpoints wrote.
