@@ -126,8 +126,14 @@ fn verify_in_bf16_keeps_the_accuracy_and_moves_the_loss_a_little() {
         f32_run["loss"].as_f64().unwrap(),
         bf16_run["loss"].as_f64().unwrap(),
     );
-    assert!((l16 - want).abs() < 0.01 * want, "bf16 loss {l16} vs {want}");
-    assert!((l16 - l32).abs() > 1e-4, "bf16 loss {l16} equals f32's {l32}");
+    assert!(
+        (l16 - want).abs() < 0.01 * want,
+        "bf16 loss {l16} vs {want}"
+    );
+    assert!(
+        (l16 - l32).abs() > 1e-4,
+        "bf16 loss {l16} equals f32's {l32}"
+    );
 }
 
 /// At 384 (a bicubic warp, pos_embed interpolated from the 224 checkpoint), end to end: the
