@@ -211,3 +211,38 @@ fn usage_errors() {
     let help = run(&["convert", "--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("Examples:"));
 }
+
+/// A checkpoint as PyTorch 0.3 wrote it under Python 2 (fixtures/formats/legacy_py2): inspect
+/// finds its state dict and entries, convert writes and verifies safetensors.
+#[test]
+fn python2_legacy_checkpoint_inspects_and_converts() {
+    let input = fixture("formats/legacy_py2/torch03_checkpoint.pth");
+    let r = ok_json(&["inspect", input.to_str().unwrap(), "--json"]);
+    assert_eq!(r["format"], "torch-legacy");
+    assert_eq!(r["tensor_count"], 6);
+    let others: Vec<&str> = r["other_entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for name in ["epoch", "arch", "desc", "note", "step"] {
+        assert!(others.contains(&name), "{name} not in {others:?}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("resnet.safetensors");
+    let report = ok_json(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+        "--verify",
+    ]);
+    assert_eq!(report["output_format"], "safetensors");
+    assert_eq!(report["tensors"], 6);
+    assert_eq!(report["verified"], true);
+    let r = ok_json(&["inspect", out.to_str().unwrap(), "--json"]);
+    assert_eq!(r["tensor_count"], 6);
+}
