@@ -245,6 +245,8 @@ impl TeacherCheckpoint {
             Self::open_meta(&dir, &meta_shards)
         } else if path.is_file() && gguf::starts_like_gguf(path)? {
             Self::open_gguf(path)
+        } else if let Some(file) = gguf::only_gguf_in(path)? {
+            Self::open_gguf(&file)
         } else {
             Self::open_hf(path, &dir)
         }

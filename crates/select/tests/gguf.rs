@@ -137,3 +137,52 @@ fn gguf_headers_are_read_as_the_gguf_package_wrote_them() {
     assert_eq!(types[3].1, GgmlType::Q6K);
     assert_eq!(f.tensors.len(), 11);
 }
+
+fn select_error(teacher: &Path, out: &Path) -> String {
+    let o = SelectOptions {
+        teacher: teacher.to_string_lossy().into_owned(),
+        student: student(24, 1, 2, 100),
+        student_name: "custom".into(),
+        layers: LayerSelection::First,
+        elements: ElementSelection::Uniform,
+        dtype: None,
+        format: TargetFormat::Safetensors,
+        output: Some(out.to_path_buf()),
+        force: false,
+        hash_teacher: false,
+    };
+    match select(&o, &NoProgress) {
+        Ok(_) => panic!("{}: selected", teacher.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_folder_holding_one_gguf_is_that_file_and_other_files_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = fixtures().join("gguf");
+    let one = dir.path().join("one");
+    std::fs::create_dir(&one).unwrap();
+    std::fs::copy(g.join("gqa_f16.gguf"), one.join("model.gguf")).unwrap();
+    let out = dir.path().join("s.safetensors");
+    run(&one, student(24, 2, 2, 100), &out, None);
+    assert_same_tensors(
+        &out,
+        &fixtures().join("expected_gqa_custom_f16.safetensors"),
+    );
+
+    std::fs::copy(g.join("gqa_q8_0.gguf"), one.join("other.gguf")).unwrap();
+    let err = select_error(&one, &dir.path().join("x.safetensors"));
+    assert!(
+        err.contains("2 .gguf files (model.gguf, other.gguf)"),
+        "{err}"
+    );
+    for (file, want) in [
+        ("refuse_split_part.gguf", "split into 2 files"),
+        ("refuse_qwen2.gguf", "general.architecture is 'qwen2'"),
+    ] {
+        let err = select_error(&g.join(file), &dir.path().join("x.safetensors"));
+        assert!(err.contains(want) && err.contains(file), "{file}: {err}");
+    }
+    assert!(!dir.path().join("x.safetensors").exists());
+}

@@ -9,7 +9,7 @@ use crate::matrix::{RowBlock, RowSource};
 use illama_formats::gguf::{is_gguf, GgmlType, GgufFile};
 use illama_formats::DType;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Whether the file at `path` starts with the GGUF magic.
 pub(super) fn starts_like_gguf(path: &Path) -> Result<bool> {
@@ -20,6 +20,40 @@ pub(super) fn starts_like_gguf(path: &Path) -> Result<bool> {
         .read(&mut head)
         .map_err(|e| SelectError::Teacher(format!("{}: {e}", path.display())))?;
     Ok(is_gguf(&head[..n]))
+}
+
+/// The one `.gguf` file of a folder that holds no other checkpoint (no `config.json`,
+/// safetensors or `.bin`), so that `--from folder/` works as it does for the other layouts.
+pub(super) fn only_gguf_in(dir: &Path) -> Result<Option<PathBuf>> {
+    if !dir.is_dir() || dir.join("config.json").is_file() {
+        return Ok(None);
+    }
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| SelectError::Teacher(format!("{}: {e}", dir.display())))?;
+    let mut gguf = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".safetensors") || name.ends_with(".bin") {
+            return Ok(None);
+        }
+        if name.ends_with(".gguf") {
+            gguf.push(e.path());
+        }
+    }
+    gguf.sort();
+    match gguf.len() {
+        0 => Ok(None),
+        1 => Ok(gguf.pop()),
+        n => Err(SelectError::Teacher(format!(
+            "{}: {n} .gguf files ({}); name the one to select from",
+            dir.display(),
+            gguf.iter()
+                .take(4)
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 /// The GGUF name of a weight of `layer`.
@@ -77,6 +111,11 @@ fn config(file: &GgufFile) -> Result<TeacherConfig> {
         .get("general.architecture")
         .and_then(|v| v.as_str())
         .ok_or_else(|| err("no general.architecture in the metadata".into()))?;
+    if let Some(n) = file.get_u64("split.count")?.filter(|&n| n > 1) {
+        return Err(err(format!(
+            "part of a GGUF split into {n} files; selection reads one file: merge the parts first (llama.cpp's `llama-gguf-split --merge`)"
+        )));
+    }
     if arch != "llama" {
         return Err(err(format!(
             "general.architecture is '{}'; selection reads LLaMA teachers ('llama')",
