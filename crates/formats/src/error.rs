@@ -18,6 +18,15 @@ pub enum FormatError {
     Corrupt { path: PathBuf, why: String },
     #[error("{path}: pickle: {}", clip(.why))]
     Pickle { path: PathBuf, why: String },
+    /// The pickle was read, but its objects do not make a checkpoint tree: a bound was reached, a
+    /// storage type or dtype is not supported, a tensor's arguments are wrong. `entry` is the
+    /// pickle's zip entry (`archive/data.pkl`); legacy files have none.
+    #[error("{path}: pickle: {}", clip(&in_entry(.entry.as_deref(), .why)))]
+    Unpickle {
+        path: PathBuf,
+        entry: Option<String>,
+        why: crate::torch::UnpickleError,
+    },
     #[error("{path}: tensor '{}': {}", excerpt(.tensor), clip(.why))]
     BadTensor {
         path: PathBuf,
@@ -30,6 +39,12 @@ pub enum FormatError {
     NoSuchTensor(String),
     #[error("{}", clip(.0))]
     Invalid(String),
+    /// The checkpoint's tree has no entry the user asked for, or its tensors cannot be named.
+    #[error("{path}: {}", clip(&.why.to_string()))]
+    Tree {
+        path: PathBuf,
+        why: crate::tree::TreeError,
+    },
     #[error("{path}: {why}")]
     OutputRefused { path: PathBuf, why: String },
     #[error("{path} already exists")]
@@ -55,6 +70,14 @@ impl FormatError {
             path: path.into(),
             why: why.into(),
         }
+    }
+}
+
+/// `why`, after the name of the zip entry it concerns when there is one.
+fn in_entry(entry: Option<&str>, why: &impl std::fmt::Display) -> String {
+    match entry {
+        Some(e) => format!("{e}: {why}"),
+        None => why.to_string(),
     }
 }
 

@@ -278,8 +278,11 @@ impl TensorStore {
         f: torch::TorchFile,
         opts: &OpenOptions,
     ) -> Result<Vec<String>> {
-        let choice = tree::choose_root(&f.root, opts.key.as_deref())
-            .map_err(|why| FormatError::Invalid(format!("{}: {why}", path.display())))?;
+        let tree_error = |why| FormatError::Tree {
+            path: path.to_path_buf(),
+            why,
+        };
+        let choice = tree::choose_root(&f.root, opts.key.as_deref()).map_err(tree_error)?;
         let chosen = f
             .root
             .at_path(choice.key().unwrap_or(""))
@@ -302,8 +305,7 @@ impl TensorStore {
             .map(|(i, k)| (k.as_str(), base + i))
             .collect();
         let mut added = Vec::new();
-        let leaves = tree::flatten(chosen)
-            .map_err(|why| FormatError::Invalid(format!("{}: {why}", path.display())))?;
+        let leaves = tree::flatten(chosen).map_err(tree_error)?;
         for leaf in leaves {
             match leaf {
                 Leaf::Tensor { name, index } => {

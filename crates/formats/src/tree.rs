@@ -127,6 +127,21 @@ impl RootChoice {
     }
 }
 
+/// Why the tensors of a tree could not be chosen or named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeError {
+    /// The entry asked for (`--key`) is not in the tree; `top_level` lists the entries that are
+    /// (or says what the root is when it is not a dict).
+    #[error("no entry '{key}' in the checkpoint (top-level entries: {top_level})")]
+    NoEntry { key: String, top_level: String },
+    /// The dotted names of all entries together would take more than `max_bytes`.
+    #[error(
+        "the dotted names of the checkpoint's entries take more than {} MiB",
+        .max_bytes >> 20
+    )]
+    NamesTooLarge { max_bytes: usize },
+}
+
 /// Keys that hold the model's state dict in training checkpoints, in order of preference.
 pub const STATE_DICT_KEYS: [&str; 3] = ["model", "state_dict", "module"];
 
@@ -136,17 +151,17 @@ pub const STATE_DICT_KEYS: [&str; 3] = ["model", "state_dict", "module"];
 /// [`STATE_DICT_KEYS`], that entry; else if the root is a dict holding no tensors directly and one
 /// of those keys holds tensors (a training checkpoint with an optimizer or an EMA copy beside the
 /// model), that entry, and the rest is reported by the caller; else the whole tree.
-pub fn choose_root(root: &Node, requested: Option<&str>) -> Result<RootChoice, String> {
+pub fn choose_root(root: &Node, requested: Option<&str>) -> Result<RootChoice, TreeError> {
     if let Some(k) = requested {
         if k.is_empty() {
             return Ok(RootChoice::Whole);
         }
         return match root.at_path(k) {
             Some(_) => Ok(RootChoice::Requested(k.to_string())),
-            None => Err(format!(
-                "no entry '{k}' in the checkpoint (top-level entries: {})",
-                top_level_keys(root)
-            )),
+            None => Err(TreeError::NoEntry {
+                key: k.to_string(),
+                top_level: top_level_keys(root),
+            }),
         };
     }
     let Node::Dict(entries) = root else {
@@ -210,7 +225,7 @@ pub const MAX_NAMES_BYTES: usize = 64 << 20;
 
 /// Flattens `node` into dotted names (`blocks.0.attn.qkv.weight`), in the tree's order; refuses a
 /// tree whose names would take more than [`MAX_NAMES_BYTES`].
-pub fn flatten(node: &Node) -> Result<Vec<Leaf<'_>>, String> {
+pub fn flatten(node: &Node) -> Result<Vec<Leaf<'_>>, TreeError> {
     let mut out = Vec::new();
     let mut held = 0usize;
     flatten_into(node, String::new(), &mut out, &mut held)?;
@@ -222,13 +237,12 @@ fn flatten_into<'a>(
     prefix: String,
     out: &mut Vec<Leaf<'a>>,
     held: &mut usize,
-) -> Result<(), String> {
+) -> Result<(), TreeError> {
     *held = held.saturating_add(prefix.len() + std::mem::size_of::<Leaf>());
     if *held > MAX_NAMES_BYTES {
-        return Err(format!(
-            "the dotted names of the checkpoint's entries take more than {} MiB",
-            MAX_NAMES_BYTES >> 20
-        ));
+        return Err(TreeError::NamesTooLarge {
+            max_bytes: MAX_NAMES_BYTES,
+        });
     }
     let join = |k: &str| {
         if prefix.is_empty() {
@@ -304,9 +318,18 @@ mod tests {
             ("model", dict(vec![("x", Node::Tensor(1))])),
         ]);
         assert_eq!(choose_root(&flat, None).unwrap(), RootChoice::Whole);
-        assert!(choose_root(&flat, Some("nope"))
-            .unwrap_err()
-            .contains("w, model"));
+        let e = choose_root(&flat, Some("nope")).unwrap_err();
+        assert_eq!(
+            e,
+            TreeError::NoEntry {
+                key: "nope".into(),
+                top_level: "w, model".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "no entry 'nope' in the checkpoint (top-level entries: w, model)"
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! (fixtures/gen/make_formats.py, make_hostile.py) and the digests torch computed for them.
 
 use illama_formats::convert::{convert, ConvertOptions, NoProgress, TargetFormat};
-use illama_formats::{OpenOptions, TensorStore};
+use illama_formats::torch::UnpickleError;
+use illama_formats::tree::TreeError;
+use illama_formats::{FormatError, OpenOptions, TensorStore};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -201,6 +203,14 @@ fn training_checkpoint_keys_and_non_tensor_entries() {
         err.to_string().contains("model, model_ema, optimizer"),
         "{err}"
     );
+    // A caller tells a missing entry from a broken file by the variant.
+    match &err {
+        FormatError::Tree {
+            why: TreeError::NoEntry { key, .. },
+            ..
+        } => assert_eq!(key, "nope"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -590,6 +600,41 @@ fn hostile_inputs_get_clear_errors() {
         0,
         "partial output left behind"
     );
+}
+
+/// Objects a reader refuses for a reason a caller can act on (a bound reached, a storage class
+/// that is not torch's) come as typed variants, the tensor's rebuild call around them.
+#[test]
+fn unpickle_refusals_are_typed() {
+    let dir = fixtures().join("hostile");
+    let why = |file: &str| match TensorStore::open(dir.join(file)) {
+        Err(FormatError::Unpickle { why, .. }) => why,
+        other => panic!("{file}: {other:?}"),
+    };
+    let storage_class = |module: &str, name: &str| UnpickleError::UnsupportedStorageType {
+        module: module.into(),
+        name: name.into(),
+    };
+    assert_eq!(
+        why("py2_os_system_storage_class.pth").innermost(),
+        &storage_class("os", "system")
+    );
+    assert_eq!(
+        why("py2_unknown_storage_class.pth").innermost(),
+        &storage_class("torch", "EvilStorage")
+    );
+    assert_eq!(
+        why("py2_storage_key_not_utf8.pth").innermost(),
+        &UnpickleError::StorageKeyNotUtf8
+    );
+    assert_eq!(
+        why("bigint_size.pth").innermost(),
+        &UnpickleError::WideInt { what: "size" }
+    );
+    assert!(matches!(
+        why("memo_reuse_1000.pth"),
+        UnpickleError::TooLarge { max_bytes } if max_bytes == 64 << 20
+    ));
 }
 
 #[test]

@@ -54,8 +54,9 @@ pub(crate) fn read_legacy(src: &SourceFile, file_index: usize) -> Result<TorchFi
         }
     }
     let main = next("checkpoint object")?;
-    let it = interpret(&main).map_err(|why| FormatError::Pickle {
+    let it = interpret(&main).map_err(|why| FormatError::Unpickle {
         path: src.path.clone(),
+        entry: None,
         why,
     })?;
     let keys_pickle = next("storage key list")?;

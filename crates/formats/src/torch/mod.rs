@@ -8,6 +8,7 @@ mod zip_reader;
 
 pub(crate) use legacy::read_legacy;
 pub(crate) use unpickle::RawTensor;
+pub use unpickle::UnpickleError;
 pub use write::{write_pth, PthLayout};
 pub(crate) use zip_reader::read_zip;
 

@@ -57,7 +57,67 @@ pub(crate) const MAX_DEPTH: usize = 512;
 /// often the pickle references its values.
 pub(crate) const MAX_TREE_BYTES: usize = 64 << 20;
 
-pub(crate) fn interpret(p: &Pickle) -> Result<Interpreted, String> {
+/// Why the object tree of a `torch.save` pickle was refused. The cases a caller may act on
+/// (a bound reached, something this reader does not support, a tensor's arguments) have their
+/// own variant; what is only ever shown is [`UnpickleError::Malformed`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnpickleError {
+    /// The tree would hold more than `max_bytes` (the pickle references large values many
+    /// times).
+    #[error(
+        "the pickle expands to more than {} MiB through shared references",
+        .max_bytes >> 20
+    )]
+    TooLarge { max_bytes: usize },
+    /// Objects nested deeper than `max_depth`.
+    #[error("objects are nested more than {max_depth} levels deep")]
+    TooDeep { max_depth: usize },
+    /// A dict key (a tuple of tuples...) nested deeper than `max_depth`.
+    #[error("a dict key nested more than {max_depth} levels deep")]
+    KeyTooDeep { max_depth: usize },
+    /// A storage class that is not one of torch's (`os.system`, `torch.EvilStorage`).
+    #[error("unsupported storage type {}", excerpt(&format!("{module}.{name}")))]
+    UnsupportedStorageType { module: String, name: String },
+    /// A `torch.<name>` dtype this reader has no [`DType`] for.
+    #[error("unsupported dtype torch.{}", excerpt(.name))]
+    UnsupportedDtype { name: String },
+    /// A storage key that Python 2 wrote as a `str` of bytes that are not UTF-8.
+    #[error("storage key is bytes that are not UTF-8 text")]
+    StorageKeyNotUtf8,
+    /// An integer argument (`what`: `size`, `stride`, `storage size`, ...) that does not fit in
+    /// 64 bits.
+    #[error("{what} is an integer wider than 64 bits")]
+    WideInt { what: &'static str },
+    /// A tensor's storage argument is a persistent id of something other than a storage;
+    /// `found` describes it (`('module', ...)`).
+    #[error(
+        "persistent id is {found} where a ('storage', type, key, location, size) tuple is expected"
+    )]
+    NotAStorage { found: String },
+    /// A tensor rebuilt by `rebuild` (`torch._utils._rebuild_tensor_v2`) could not be read.
+    #[error("{rebuild}: {why}")]
+    Tensor {
+        rebuild: String,
+        why: Box<UnpickleError>,
+    },
+    /// Anything else: a pickle whose objects are not what `torch.save` writes.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl UnpickleError {
+    /// The error itself, or for [`UnpickleError::Tensor`] the reason inside it.
+    pub fn innermost(&self) -> &UnpickleError {
+        match self {
+            UnpickleError::Tensor { why, .. } => why.innermost(),
+            other => other,
+        }
+    }
+}
+
+type R<T> = Result<T, UnpickleError>;
+
+pub(crate) fn interpret(p: &Pickle) -> R<Interpreted> {
     let mut it = Interpreter {
         p,
         tensors: Vec::new(),
@@ -92,23 +152,22 @@ impl<'a> Interpreter<'a> {
     }
 
     /// Charges `bytes` against [`MAX_TREE_BYTES`].
-    fn charge(&mut self, bytes: usize) -> Result<(), String> {
+    fn charge(&mut self, bytes: usize) -> R<()> {
         self.held = self.held.saturating_add(bytes);
         if self.held > MAX_TREE_BYTES {
-            return Err(format!(
-                "the pickle expands to more than {} MiB through shared references",
-                MAX_TREE_BYTES >> 20
-            ));
+            return Err(UnpickleError::TooLarge {
+                max_bytes: MAX_TREE_BYTES,
+            });
         }
         Ok(())
     }
 
-    fn node(&mut self, id: Id) -> Result<Node, String> {
+    fn node(&mut self, id: Id) -> R<Node> {
         self.charge(std::mem::size_of::<Node>())?;
         if self.path.len() >= MAX_DEPTH {
-            return Err(format!(
-                "objects are nested more than {MAX_DEPTH} levels deep"
-            ));
+            return Err(UnpickleError::TooDeep {
+                max_depth: MAX_DEPTH,
+            });
         }
         if self.path.contains(&id) {
             return Ok(Node::Opaque {
@@ -122,7 +181,7 @@ impl<'a> Interpreter<'a> {
         r
     }
 
-    fn node_inner(&mut self, id: Id) -> Result<Node, String> {
+    fn node_inner(&mut self, id: Id) -> R<Node> {
         // Charge before copying: nothing of the pickle is copied uncharged.
         Ok(match self.v(id) {
             Value::None => Node::Scalar(Json::Null),
@@ -163,7 +222,7 @@ impl<'a> Interpreter<'a> {
         })
     }
 
-    fn dict(&mut self, pairs: &[(Id, Id)]) -> Result<Node, String> {
+    fn dict(&mut self, pairs: &[(Id, Id)]) -> R<Node> {
         let mut out: Vec<(String, Node)> = Vec::new();
         // Position of each key in `out`: a dict of n entries costs n look-ups, not n^2/2.
         let mut slot_of: HashMap<String, usize> = HashMap::new();
@@ -186,11 +245,11 @@ impl<'a> Interpreter<'a> {
     }
 
     /// Appends the text of a dict key to `out`; tuple keys join their items with commas.
-    fn key_string(&mut self, k: Id, out: &mut String, depth: usize) -> Result<(), String> {
+    fn key_string(&mut self, k: Id, out: &mut String, depth: usize) -> R<()> {
         if depth >= MAX_DEPTH {
-            return Err(format!(
-                "a dict key nested more than {MAX_DEPTH} levels deep"
-            ));
+            return Err(UnpickleError::KeyTooDeep {
+                max_depth: MAX_DEPTH,
+            });
         }
         // Each item of a tuple key costs a little, so that a key of shared tuples cannot
         // take time out of proportion to the budget.
@@ -236,7 +295,7 @@ impl<'a> Interpreter<'a> {
         }
     }
 
-    fn object(&mut self, id: Id, o: &Object) -> Result<Node, String> {
+    fn object(&mut self, id: Id, o: &Object) -> R<Node> {
         let Some(class) = self.global_name(o.callable) else {
             return Ok(Node::Opaque {
                 class: "<call of a computed callable>".into(),
@@ -259,16 +318,19 @@ impl<'a> Interpreter<'a> {
                         let func_args = self.tuple_items(func_args);
                         self.rebuild_tensor(id, &func, func_args)
                     }
-                    _ => Err(format!(
+                    _ => Err(UnpickleError::Malformed(format!(
                         "{} with an unsupported rebuild function",
                         excerpt(&class)
-                    )),
+                    ))),
                 }
             }
             "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => {
                 match args.first() {
                     Some(&data) => self.node(data),
-                    None => Err(format!("{} without arguments", excerpt(&class))),
+                    None => Err(UnpickleError::Malformed(format!(
+                        "{} without arguments",
+                        excerpt(&class)
+                    ))),
                 }
             }
             "collections.OrderedDict" | "builtins.dict" | "__builtin__.dict" => {
@@ -309,13 +371,16 @@ impl<'a> Interpreter<'a> {
     }
 
     /// A tensor rebuilt by `class(*args)`; the same pickled object reached twice is one tensor.
-    fn rebuild_tensor(&mut self, id: Id, class: &str, args: &[Id]) -> Result<Node, String> {
+    fn rebuild_tensor(&mut self, id: Id, class: &str, args: &[Id]) -> R<Node> {
         if let Some(&t) = self.tensor_of.get(&id) {
             return Ok(Node::Tensor(t));
         }
         let t = self
             .tensor(class, args)
-            .map_err(|e| format!("{class}: {e}"))?;
+            .map_err(|why| UnpickleError::Tensor {
+                rebuild: class.to_string(),
+                why: Box::new(why),
+            })?;
         self.charge(
             std::mem::size_of::<RawTensor>()
                 + 2 * std::mem::size_of::<usize>() * t.shape.len()
@@ -327,22 +392,28 @@ impl<'a> Interpreter<'a> {
         Ok(Node::Tensor(index))
     }
 
-    fn int(&self, id: Id, what: &str) -> Result<u64, String> {
+    fn int(&self, id: Id, what: &'static str) -> R<u64> {
         match self.v(id) {
             Value::Int(i) if *i >= 0 => Ok(*i as u64),
-            Value::Int(i) => Err(format!("{what} is negative ({i})")),
-            Value::BigInt(_) => Err(format!("{what} is an integer wider than 64 bits")),
-            other => Err(format!("{what} is {}, not an int", other.a_kind())),
+            Value::Int(i) => Err(UnpickleError::Malformed(format!(
+                "{what} is negative ({i})"
+            ))),
+            Value::BigInt(_) => Err(UnpickleError::WideInt { what }),
+            other => Err(UnpickleError::Malformed(format!(
+                "{what} is {}, not an int",
+                other.a_kind()
+            ))),
         }
     }
 
-    fn usize_tuple(&self, id: Id, what: &str) -> Result<Vec<usize>, String> {
+    fn usize_tuple(&self, id: Id, what: &'static str) -> R<Vec<usize>> {
         match self.v(id) {
             Value::Tuple(items) | Value::List(items) => items
                 .iter()
                 .map(|&i| {
                     let v = self.int(i, what)?;
-                    usize::try_from(v).map_err(|_| format!("{what} {v} is too large"))
+                    usize::try_from(v)
+                        .map_err(|_| UnpickleError::Malformed(format!("{what} {v} is too large")))
                 })
                 .collect(),
             Value::Object(o) if self.global_name(o.callable).as_deref() == Some("torch.Size") => {
@@ -351,34 +422,42 @@ impl<'a> Interpreter<'a> {
                     None => Ok(Vec::new()),
                 }
             }
-            other => Err(format!("{what} is {}, not a tuple", other.a_kind())),
+            other => Err(UnpickleError::Malformed(format!(
+                "{what} is {}, not a tuple",
+                other.a_kind()
+            ))),
         }
     }
 
-    fn tensor(&mut self, class: &str, args: &[Id]) -> Result<RawTensor, String> {
+    fn tensor(&mut self, class: &str, args: &[Id]) -> R<RawTensor> {
         let needed = if class.ends_with("_v3") { 7 } else { 4 };
         if args.len() < needed {
-            return Err(format!(
+            return Err(UnpickleError::Malformed(format!(
                 "expected at least {needed} arguments, got {}",
                 args.len()
-            ));
+            )));
         }
         let (key, storage_dtype) = self.storage(args[0])?;
         let storage_offset = self.int(args[1], "storage offset")? as usize;
         let shape = self.usize_tuple(args[2], "size")?;
         let strides = self.usize_tuple(args[3], "stride")?;
         if shape.len() != strides.len() {
-            return Err(format!(
+            return Err(UnpickleError::Malformed(format!(
                 "size has {} dimensions but stride has {}",
                 shape.len(),
                 strides.len()
-            ));
+            )));
         }
         let dtype = if class.ends_with("_v3") {
             match self.v(args[6]) {
                 Value::Global { module, name } if module == "torch" => DType::from_torch_name(name)
-                    .ok_or_else(|| format!("unsupported dtype torch.{}", excerpt(name)))?,
-                other => return Err(format!("dtype argument is {}", other.a_kind())),
+                    .ok_or_else(|| UnpickleError::UnsupportedDtype { name: name.clone() })?,
+                other => {
+                    return Err(UnpickleError::Malformed(format!(
+                        "dtype argument is {}",
+                        other.a_kind()
+                    )))
+                }
             }
         } else {
             storage_dtype
@@ -394,45 +473,50 @@ impl<'a> Interpreter<'a> {
 
     /// Decodes `('storage', torch.XStorage, key, location, numel[, view_metadata])`, declares the
     /// storage, and returns the key of the storage the tensor views.
-    fn storage(&mut self, id: Id) -> Result<(String, DType), String> {
+    fn storage(&mut self, id: Id) -> R<(String, DType)> {
         let Value::PersistentId(pid) = self.v(id) else {
-            return Err(format!(
+            return Err(UnpickleError::Malformed(format!(
                 "storage argument is {}, not a persistent id",
                 self.v(id).a_kind()
-            ));
+            )));
         };
         let items = self.tuple_items(*pid);
         if items.len() < 5 || self.v(items[0]) != &Value::Str("storage".into()) {
-            let tag = match items.first().map(|&i| self.v(i)) {
+            let found = match items.first().map(|&i| self.v(i)) {
                 Some(Value::Str(s)) => format!("('{}', ...)", excerpt(s)),
                 Some(other) => format!("a tuple starting with {}", other.a_kind()),
                 None => self.v(*pid).a_kind().to_string(),
             };
-            return Err(format!(
-                "persistent id is {tag} where a ('storage', type, key, location, size) tuple is expected"
-            ));
+            return Err(UnpickleError::NotAStorage { found });
         }
         let (module, name) = match self.v(items[1]) {
             Value::Global { module, name } => (module.clone(), name.clone()),
-            other => return Err(format!("storage type is {}", other.a_kind())),
+            other => {
+                return Err(UnpickleError::Malformed(format!(
+                    "storage type is {}",
+                    other.a_kind()
+                )))
+            }
         };
         let dtype = if name == "UntypedStorage" && module.starts_with("torch") {
             DType::U8
         } else if module == "torch" || module == "torch.cuda" {
             // Old (legacy-format) checkpoints saved on a GPU name `torch.cuda.FloatStorage`.
             DType::from_torch_storage_class(&name)
-                .ok_or_else(|| format!("unsupported storage type torch.{}", excerpt(&name)))?
+                .ok_or(UnpickleError::UnsupportedStorageType { module, name })?
         } else {
-            return Err(format!(
-                "unsupported storage type {}",
-                excerpt(&format!("{module}.{name}"))
-            ));
+            return Err(UnpickleError::UnsupportedStorageType { module, name });
         };
         let key = match self.v(items[2]) {
             Value::Str(s) => s.clone(),
             Value::Int(i) => i.to_string(),
-            Value::Bytes(_) => return Err("storage key is bytes that are not UTF-8 text".into()),
-            other => return Err(format!("storage key is {}", other.a_kind())),
+            Value::Bytes(_) => return Err(UnpickleError::StorageKeyNotUtf8),
+            other => {
+                return Err(UnpickleError::Malformed(format!(
+                    "storage key is {}",
+                    other.a_kind()
+                )))
+            }
         };
         let numel = self.int(items[4], "storage size")?;
         self.declare(
@@ -449,7 +533,12 @@ impl<'a> Interpreter<'a> {
             Some(Value::Tuple(view)) if view.len() == 3 => {
                 let view_key = match self.v(view[0]) {
                     Value::Str(s) => s.clone(),
-                    other => return Err(format!("storage view key is {}", other.a_kind())),
+                    other => {
+                        return Err(UnpickleError::Malformed(format!(
+                            "storage view key is {}",
+                            other.a_kind()
+                        )))
+                    }
                 };
                 let offset = self.int(view[1], "storage view offset")?;
                 let size = self.int(view[2], "storage view size")?;
@@ -463,15 +552,21 @@ impl<'a> Interpreter<'a> {
                 )?;
                 Ok((view_key, dtype))
             }
-            Some(other) => Err(format!("storage view metadata is {}", other.a_kind())),
+            Some(other) => Err(UnpickleError::Malformed(format!(
+                "storage view metadata is {}",
+                other.a_kind()
+            ))),
         }
     }
 
-    fn declare(&mut self, key: &str, decl: StorageDecl) -> Result<(), String> {
+    fn declare(&mut self, key: &str, decl: StorageDecl) -> R<()> {
         match self.storages.get(key) {
-            Some(prev) if prev.nbytes() != decl.nbytes() || prev.view_of != decl.view_of => Err(
-                format!("storage '{}' is declared twice, differently", excerpt(key)),
-            ),
+            Some(prev) if prev.nbytes() != decl.nbytes() || prev.view_of != decl.view_of => {
+                Err(UnpickleError::Malformed(format!(
+                    "storage '{}' is declared twice, differently",
+                    excerpt(key)
+                )))
+            }
             Some(_) => Ok(()),
             None => {
                 self.charge(key.len() + std::mem::size_of::<(String, StorageDecl)>())?;
@@ -559,7 +654,7 @@ mod tests {
     use super::*;
     use crate::pickle::PickleWriter;
 
-    fn interpret_bytes(bytes: &[u8]) -> Result<Interpreted, String> {
+    fn interpret_bytes(bytes: &[u8]) -> R<Interpreted> {
         interpret(&crate::pickle::parse(bytes).unwrap())
     }
 
@@ -588,8 +683,15 @@ mod tests {
         p.extend(b"h\x00".repeat(100));
         p.extend(b"l.");
         let e = interpret_bytes(&p).err().unwrap();
+        assert_eq!(
+            e,
+            UnpickleError::TooLarge {
+                max_bytes: MAX_TREE_BYTES
+            }
+        );
         assert!(
-            e.contains("expands to more than 64 MiB through shared references"),
+            e.to_string()
+                .contains("expands to more than 64 MiB through shared references"),
             "{e}"
         );
     }
@@ -627,7 +729,8 @@ mod tests {
         p.extend(std::iter::repeat_n(0x85u8, 10_000));
         p.extend(b"K\x01s.");
         let e = interpret_bytes(&p).err().unwrap();
-        assert!(e.contains("nested more than 512 levels"), "{e}");
+        assert_eq!(e, UnpickleError::KeyTooDeep { max_depth: 512 });
+        assert!(e.to_string().contains("nested more than 512 levels"), "{e}");
     }
 
     #[test]
@@ -665,8 +768,20 @@ mod tests {
         p.tuple_from_mark();
         p.reduce();
         let e = interpret_bytes(&p.finish()).err().unwrap();
+        match &e {
+            UnpickleError::Tensor { rebuild, why } => {
+                assert_eq!(rebuild, "torch._utils._rebuild_tensor");
+                assert_eq!(
+                    **why,
+                    UnpickleError::NotAStorage {
+                        found: "('module', ...)".into()
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(
-            e.contains("torch._utils._rebuild_tensor: persistent id is ('module', ...) where a ('storage', type, key, location, size) tuple is expected"),
+            e.to_string().contains("torch._utils._rebuild_tensor: persistent id is ('module', ...) where a ('storage', type, key, location, size) tuple is expected"),
             "{e}"
         );
     }

@@ -81,9 +81,10 @@ pub(crate) fn read_zip(src: &SourceFile, file_index: usize) -> Result<TorchFile>
         path: src.path.clone(),
         why: format!("{pkl_name}: {e}"),
     })?;
-    let it = interpret(&parsed).map_err(|why| FormatError::Pickle {
+    let it = interpret(&parsed).map_err(|why| FormatError::Unpickle {
         path: src.path.clone(),
-        why: format!("{pkl_name}: {why}"),
+        entry: Some(pkl_name.clone()),
+        why,
     })?;
 
     let mut storages = BTreeMap::new();
