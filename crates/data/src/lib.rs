@@ -22,7 +22,7 @@ pub use decode::{
 };
 pub use loader::{
     eval_batches, load_batches, Batch, BatchStep, BatchStepError, Batches, ImageTransform,
-    LoadError, LoaderError, LoaderOptions, NoStep, Plan,
+    LoadError, LoaderError, LoaderOptions, NoImages, NoStep, OptionsError, Plan, Stopped,
 };
 pub use resize::{resize, resize_window, ResizeError, Rgb8};
 pub use sampler::{rng_for, EpochSampler, SamplerError, Stream};

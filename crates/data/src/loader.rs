@@ -136,11 +136,16 @@ pub enum LoadError {
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
     #[error("no images to evaluate ({0})")]
-    NoImages(String),
+    NoImages(NoImages),
     #[error("invalid loader options: {0}")]
-    Options(String),
-    #[error("could not start the loader's threads: {0}")]
-    Threads(String),
+    Options(OptionsError),
+    /// The thread or pool named by `what` (`the loader's worker threads`) could not be started.
+    #[error("could not start {what}: {source}")]
+    Threads {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// An image failed and `skip_bad` was off.
     #[error("{0}")]
     Image(LoadError),
@@ -153,7 +158,52 @@ pub enum LoaderError {
     },
     /// The loader stopped before delivering every image (a bug; never a silent end).
     #[error("the image loader stopped unexpectedly: {0}")]
-    Stopped(String),
+    Stopped(Stopped),
+}
+
+/// Why there is nothing to load.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoImages {
+    /// `limit: Some(0)`.
+    #[error("a limit of 0 images")]
+    LimitZero,
+    /// The dataset (or the plan over it) has no images.
+    #[error("{} holds no images", .root.display())]
+    Empty { root: PathBuf },
+}
+
+/// Which option of [`LoaderOptions`] (or of the plan) is out of range, and its bound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    /// `batch_size` is 0, or its pixels (`batch_size x 3 x input_size^2` f32) would exceed
+    /// [`MAX_BATCH_BYTES`]; `max` is the largest batch at this input size.
+    #[error(
+        "batch size {batch_size} is not between 1 and {max} at input size {input_size} ({} GiB of pixels per batch at most)",
+        MAX_BATCH_BYTES >> 30
+    )]
+    BatchSize {
+        batch_size: usize,
+        max: usize,
+        input_size: usize,
+    },
+    #[error("{workers} workers, more than {max}")]
+    Workers { workers: usize, max: usize },
+    #[error("prefetch {prefetch}, more than {max}")]
+    Prefetch { prefetch: usize, max: usize },
+    /// The plan names dataset index `index`, and the dataset has `len` images.
+    #[error("the plan names image {index} of a dataset of {len}")]
+    PlanIndex { index: usize, len: usize },
+}
+
+/// Why a loader stage stopped before its last batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Stopped {
+    /// Its thread panicked outside the per-image guard.
+    #[error("its thread panicked")]
+    Panicked,
+    /// Its thread ended without panicking, before the last image.
+    #[error("it ended before the last image")]
+    Early,
 }
 
 /// Loads and preprocesses one image into `out`. Panics are caught and returned as errors naming
@@ -242,12 +292,11 @@ impl Drop for Finish {
     fn drop(&mut self) {
         if !self.done {
             let why = if std::thread::panicking() {
-                "its thread panicked"
+                Stopped::Panicked
             } else {
-                "it ended before the last image"
+                Stopped::Early
             };
-            self.tx
-                .send(usize::MAX, Err(LoaderError::Stopped(why.into())));
+            self.tx.send(usize::MAX, Err(LoaderError::Stopped(why)));
         }
     }
 }
@@ -262,7 +311,7 @@ pub fn eval_batches(
     opts: LoaderOptions,
 ) -> Result<Batches, LoaderError> {
     if opts.limit == Some(0) {
-        return Err(LoaderError::NoImages("a limit of 0 images".into()));
+        return Err(LoaderError::NoImages(NoImages::LimitZero));
     }
     let n = opts.limit.unwrap_or(usize::MAX).min(dataset.samples.len());
     let plan = Plan {
@@ -317,33 +366,35 @@ pub fn load_batches<T: ImageTransform, S: BatchStep>(
     opts: LoaderOptions,
 ) -> Result<Batches, LoaderError> {
     if plan.batches.iter().all(Vec::is_empty) {
-        return Err(LoaderError::NoImages(format!(
-            "{} holds no images",
-            dataset.root.display()
-        )));
+        return Err(LoaderError::NoImages(NoImages::Empty {
+            root: dataset.root.clone(),
+        }));
     }
     let image_bytes = transform.output_bytes();
     let largest = plan.batches.iter().map(Vec::len).max().unwrap_or(0);
     if opts.batch_size == 0 || opts.batch_size.max(largest) > MAX_BATCH_BYTES / image_bytes {
-        return Err(LoaderError::Options(format!(
-            "batch size {} is not between 1 and {} at input size {} ({} GiB of pixels per batch at most)",
-            opts.batch_size.max(largest),
-            MAX_BATCH_BYTES / image_bytes,
-            transform.size(),
-            MAX_BATCH_BYTES >> 30
-        )));
+        return Err(LoaderError::Options(OptionsError::BatchSize {
+            // A size of 0 is named as such, not as the plan's largest batch.
+            batch_size: if opts.batch_size == 0 {
+                0
+            } else {
+                opts.batch_size.max(largest)
+            },
+            max: MAX_BATCH_BYTES / image_bytes,
+            input_size: transform.size(),
+        }));
     }
     if opts.workers > MAX_WORKERS {
-        return Err(LoaderError::Options(format!(
-            "{} workers, more than {MAX_WORKERS}",
-            opts.workers
-        )));
+        return Err(LoaderError::Options(OptionsError::Workers {
+            workers: opts.workers,
+            max: MAX_WORKERS,
+        }));
     }
     if opts.prefetch > MAX_PREFETCH {
-        return Err(LoaderError::Options(format!(
-            "prefetch {}, more than {MAX_PREFETCH}",
-            opts.prefetch
-        )));
+        return Err(LoaderError::Options(OptionsError::Prefetch {
+            prefetch: opts.prefetch,
+            max: MAX_PREFETCH,
+        }));
     }
     if let Some(&bad) = plan
         .batches
@@ -351,10 +402,10 @@ pub fn load_batches<T: ImageTransform, S: BatchStep>(
         .flatten()
         .find(|&&i| i >= dataset.samples.len())
     {
-        return Err(LoaderError::Options(format!(
-            "the plan names image {bad} of a dataset of {}",
-            dataset.samples.len()
-        )));
+        return Err(LoaderError::Options(OptionsError::PlanIndex {
+            index: bad,
+            len: dataset.samples.len(),
+        }));
     }
     let samples: Vec<Vec<(usize, PathBuf, i64)>> = plan
         .batches
@@ -375,7 +426,10 @@ pub fn load_batches<T: ImageTransform, S: BatchStep>(
         .num_threads(opts.workers.max(1))
         .thread_name(|i| format!("illama-loader-{i}"))
         .build()
-        .map_err(|e| LoaderError::Threads(e.to_string()))?;
+        .map_err(|e| LoaderError::Threads {
+            what: "the loader's worker threads",
+            source: std::io::Error::other(e),
+        })?;
     // Two stages, so that the workers decode the next batch while the previous one is mixed:
     // the loader thread fills batches (workers write each image in place), a second thread
     // applies the batch step. Without a step the first stage sends to the consumer directly.
@@ -409,7 +463,10 @@ pub fn load_batches<T: ImageTransform, S: BatchStep>(
                     }
                     finish.done = true;
                 })
-                .map_err(|e| LoaderError::Threads(e.to_string()))?;
+                .map_err(|source| LoaderError::Threads {
+                    what: "the loader's mixing thread",
+                    source,
+                })?;
             (Sender::Mixer(fill_tx), Some(handle))
         }
         None => (Sender::Direct(tx), None),
@@ -477,7 +534,10 @@ pub fn load_batches<T: ImageTransform, S: BatchStep>(
             }
             finish.done = true;
         })
-        .map_err(|e| LoaderError::Threads(e.to_string()))?;
+        .map_err(|source| LoaderError::Threads {
+            what: "the loader thread",
+            source,
+        })?;
     Ok(rx)
 }
 
@@ -498,9 +558,14 @@ mod tests {
         assert!(t.join().is_err());
         let got: Vec<_> = rx.iter().collect();
         assert_eq!(got.len(), 1);
-        let e = got.into_iter().next().unwrap().unwrap_err().to_string();
+        let e = got.into_iter().next().unwrap().unwrap_err();
         assert!(
-            e.contains("stopped unexpectedly: its thread panicked"),
+            matches!(e, LoaderError::Stopped(Stopped::Panicked)),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains("stopped unexpectedly: its thread panicked"),
             "{e}"
         );
         // Finished normally: nothing more is sent.

@@ -4,7 +4,9 @@
 
 use illama_data::decode::{read_image, ImageError, MAX_IMAGE_BYTES};
 use illama_data::transform::{EvalTransform, MAX_INPUT_SIZE};
-use illama_data::{eval_batches, Dataset, LoaderError, LoaderOptions, Rgb8};
+use illama_data::{
+    eval_batches, Dataset, LoaderError, LoaderOptions, NoImages, OptionsError, Rgb8,
+};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -182,37 +184,81 @@ fn nothing_to_load_and_bad_options_are_errors() {
     };
     assert!(matches!(
         eval_batches(&ds, t, limit0),
-        Err(LoaderError::NoImages(_))
+        Err(LoaderError::NoImages(NoImages::LimitZero))
     ));
     let mut empty = ds.clone();
     empty.samples.clear();
-    assert!(matches!(
-        eval_batches(&empty, t, opts(true)),
-        Err(LoaderError::NoImages(_))
-    ));
-    for bad in [
+    match eval_batches(&empty, t, opts(true)) {
+        Err(LoaderError::NoImages(NoImages::Empty { root })) => assert_eq!(root, ds.root),
+        other => panic!("{:?}", other.err()),
+    }
+    // Each bad option is named, with the bound it broke (7,131 images of 224 px in 4 GiB).
+    let max_batch = (4usize << 30) / (3 * 224 * 224 * 4);
+    for (bad, want) in [
+        (
+            LoaderOptions {
+                batch_size: 0,
+                ..opts(true)
+            },
+            OptionsError::BatchSize {
+                batch_size: 0,
+                max: max_batch,
+                input_size: 224,
+            },
+        ),
+        (
+            LoaderOptions {
+                batch_size: usize::MAX,
+                ..opts(true)
+            },
+            OptionsError::BatchSize {
+                batch_size: usize::MAX,
+                max: max_batch,
+                input_size: 224,
+            },
+        ),
+        (
+            LoaderOptions {
+                workers: usize::MAX,
+                ..opts(true)
+            },
+            OptionsError::Workers {
+                workers: usize::MAX,
+                max: illama_data::loader::MAX_WORKERS,
+            },
+        ),
+        (
+            LoaderOptions {
+                prefetch: usize::MAX,
+                ..opts(true)
+            },
+            OptionsError::Prefetch {
+                prefetch: usize::MAX,
+                max: illama_data::loader::MAX_PREFETCH,
+            },
+        ),
+    ] {
+        match eval_batches(&ds, t, bad) {
+            Err(LoaderError::Options(got)) => assert_eq!(got, want, "{bad:?}"),
+            other => panic!("{bad:?}: {:?}", other.err()),
+        }
+    }
+    let e = eval_batches(
+        &ds,
+        t,
         LoaderOptions {
             batch_size: 0,
             ..opts(true)
         },
-        LoaderOptions {
-            batch_size: usize::MAX,
-            ..opts(true)
-        },
-        LoaderOptions {
-            workers: usize::MAX,
-            ..opts(true)
-        },
-        LoaderOptions {
-            prefetch: usize::MAX,
-            ..opts(true)
-        },
-    ] {
-        assert!(
-            matches!(eval_batches(&ds, t, bad), Err(LoaderError::Options(_))),
-            "{bad:?}"
-        );
-    }
+    )
+    .err()
+    .unwrap();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "invalid loader options: batch size 0 is not between 1 and {max_batch} at input size 224 (4 GiB of pixels per batch at most)"
+        )
+    );
     // limit 1: exactly the first image.
     let one = LoaderOptions {
         limit: Some(1),
