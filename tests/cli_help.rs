@@ -85,3 +85,19 @@ fn failures_hint_at_the_flag_that_helps() {
         "the library names no flag: {err}"
     );
 }
+
+/// An error's causes are printed once each: library errors often quote their cause in their own
+/// message, and printing the chain as well would say it twice.
+#[test]
+fn errors_say_their_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pth");
+    let out = bin()
+        .args(["inspect", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("missing.pth"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
