@@ -1,10 +1,10 @@
+use super::checkpoint_args::{parse_output_dtype, FileFormat, OutputDType};
 use super::{human_bytes, printable};
 use crate::progress::Bar;
 use crate::size::parse_size;
 use anyhow::Context;
 use illama_formats::convert::{convert, ConvertOptions, ConvertReport};
-use illama_formats::TargetFormat;
-use illama_formats::{DType, OpenOptions};
+use illama_formats::OpenOptions;
 use std::path::PathBuf;
 
 /// Convert between PyTorch (.pth/.pt/.bin) and safetensors, streaming.
@@ -26,7 +26,7 @@ pub struct Args {
     output: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum)]
-    to: Option<To>,
+    to: Option<FileFormat>,
     /// Take tensors from this entry of a training checkpoint (model, model_ema, state_dict, ...).
     #[arg(long)]
     key: Option<String>,
@@ -34,8 +34,8 @@ pub struct Args {
     #[arg(long)]
     strip_prefix: Option<String>,
     /// Cast floating-point tensors (integer tensors keep their type).
-    #[arg(long, default_value = "keep", value_parser = parse_dtype)]
-    dtype: Keep,
+    #[arg(long, default_value = "keep", value_parser = parse_output_dtype)]
+    dtype: OutputDType,
     /// Split the output into shards of at most this size (e.g. 5GB); the output is a directory.
     #[arg(long, value_parser = parse_size)]
     max_shard_size: Option<u64>,
@@ -53,32 +53,10 @@ pub struct Args {
     json: bool,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum To {
-    Safetensors,
-    Pth,
-}
-
-#[derive(Clone, Copy)]
-struct Keep(Option<DType>);
-
-fn parse_dtype(s: &str) -> Result<Keep, String> {
-    if s == "keep" {
-        return Ok(Keep(None));
-    }
-    match DType::parse_user(s) {
-        Some(d) if d.is_float() => Ok(Keep(Some(d))),
-        _ => Err(format!("'{s}': expected keep, f32, f16, bf16 or f64")),
-    }
-}
-
 pub fn run(a: Args) -> anyhow::Result<()> {
     let opts = ConvertOptions {
         output: a.output,
-        to: a.to.map(|t| match t {
-            To::Safetensors => TargetFormat::Safetensors,
-            To::Pth => TargetFormat::Pth,
-        }),
+        to: a.to.map(Into::into),
         open: OpenOptions {
             key: a.key,
             strip_prefix: a.strip_prefix,

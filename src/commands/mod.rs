@@ -1,4 +1,5 @@
 pub mod args;
+pub mod checkpoint_args;
 pub mod convert;
 pub mod finetune;
 pub mod inspect;

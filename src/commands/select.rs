@@ -1,8 +1,8 @@
+use super::checkpoint_args::{parse_output_dtype, FileFormat, OutputDType};
 use super::human_bytes;
 use crate::progress::Bar;
 use anyhow::Context;
 use illama_arch::{ArchError, IllamaConfig, Overrides};
-use illama_formats::DType;
 use illama_select::{
     select, ElementSelection, LayerSelection, SelectOptions, SelectReport, TargetFormat,
 };
@@ -48,12 +48,12 @@ pub struct Args {
     /// Student MLP hidden width. Default: int(8D/3) rounded up to a multiple of 256.
     #[arg(long)]
     mlp_hidden: Option<usize>,
-    /// Output dtype: keep (the teacher's, as the reference), f32, f16, bf16.
-    #[arg(long, default_value = "keep")]
-    dtype: String,
-    /// Output format. Default: from -o's extension, else safetensors.
+    /// Output dtype: keep (the teacher's, as the reference), f32, f16, bf16 or f64.
+    #[arg(long, default_value = "keep", value_parser = parse_output_dtype)]
+    dtype: OutputDType,
+    /// Output format. Default: from -o's extension (.pth, .pt, .bin: pth), else safetensors.
     #[arg(long, value_enum)]
-    format: Option<Format>,
+    format: Option<FileFormat>,
     /// Overwrite an existing output.
     #[arg(long)]
     force: bool,
@@ -72,12 +72,6 @@ enum Elements {
     Uniform,
     First,
     Random,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Format {
-    Safetensors,
-    Pth,
 }
 
 fn student(a: &Args) -> anyhow::Result<(String, IllamaConfig)> {
@@ -115,25 +109,11 @@ fn layers(s: &str) -> anyhow::Result<LayerSelection> {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let (student_name, config) = student(&a)?;
-    let dtype = match a.dtype.as_str() {
-        "keep" => None,
-        s => Some(
-            DType::parse_user(s)
-                .filter(|d| d.is_float())
-                .with_context(|| format!("--dtype '{s}': expected keep, f32, f16 or bf16"))?,
-        ),
-    };
-    let format = match (a.format, &a.output) {
-        (Some(Format::Pth), _) => TargetFormat::Pth,
-        (Some(Format::Safetensors), _) => TargetFormat::Safetensors,
-        (None, Some(o))
-            if o.extension()
-                .is_some_and(|e| e == "pth" || e == "pt" || e == "bin") =>
-        {
-            TargetFormat::Pth
-        }
-        (None, _) => TargetFormat::Safetensors,
-    };
+    let format = a
+        .format
+        .map(TargetFormat::from)
+        .or_else(|| a.output.as_deref().and_then(TargetFormat::from_extension))
+        .unwrap_or(TargetFormat::Safetensors);
     let opts = SelectOptions {
         teacher: a.teacher.clone(),
         student: config,
@@ -144,7 +124,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             Elements::First => ElementSelection::First,
             Elements::Random => ElementSelection::Random { seed: a.seed },
         },
-        dtype,
+        dtype: a.dtype.0,
         format,
         output: a.output,
         force: a.force,
