@@ -414,7 +414,13 @@ impl GgufFile {
         count: usize,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
-        assert!(first + count <= t.rows(), "rows beyond {}", t.name);
+        if first.checked_add(count).is_none_or(|end| end > t.rows()) {
+            return Err(bad(
+                &self.path,
+                &t.name,
+                format!("rows {first}..{first}+{count} asked of {} rows", t.rows()),
+            ));
+        }
         let rb = t.row_bytes();
         buf.resize(count * rb, 0);
         self.file
@@ -422,7 +428,8 @@ impl GgufFile {
             .map_err(|e| FormatError::io(&self.path, e))
     }
 
-    /// Row `row` of `t` as f32 (dequantised where quantised) into `out` (`t.row_len()` long).
+    /// Row `row` of `t` as f32 (dequantised where quantised) into `out`, which must be
+    /// `t.row_len()` long.
     pub fn read_row_f32(
         &self,
         t: &GgufTensor,
@@ -439,6 +446,14 @@ impl GgufFile {
                     t.ggml_type
                 ),
             });
+        }
+        if out.len() != t.row_len() {
+            return Err(FormatError::Invalid(format!(
+                "a row of '{}' has {} elements, not {}",
+                excerpt(&t.name),
+                t.row_len(),
+                out.len()
+            )));
         }
         self.read_rows(t, row, 1, scratch)?;
         dequantize(t.ggml_type, scratch, out);
