@@ -33,6 +33,7 @@ enum Command {
     Predict(commands::predict::Args),
     Finetune(Box<commands::finetune::Args>),
     Quickstart(commands::quickstart::Args),
+    BenchTrain(commands::bench_train::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => commands::predict::run(a),
         Command::Finetune(a) => commands::finetune::run(*a),
         Command::Quickstart(a) => commands::quickstart::run(a),
+        Command::BenchTrain(a) => commands::bench_train::run(a),
     };
     for n in illama_formats::output::take_notices() {
         eprintln!("note: {n}");

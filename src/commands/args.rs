@@ -16,6 +16,10 @@ pub struct ModelArgs {
     /// Compute dtype: f32 (exact parity with PyTorch), bf16 or f16 (faster where supported).
     #[arg(long, default_value = "f32", value_parser = super::parse_compute_dtype)]
     pub dtype: candle_core::DType,
+    /// f32, or bf16 mixed precision: the weights as --dtype says, the matmuls in bf16, norms,
+    /// softmax and logits in f32 (docs/training.md).
+    #[arg(long, default_value = "f32", value_parser = super::parse_precision)]
+    pub precision: illama_model::Precision,
 }
 
 impl ModelArgs {
@@ -24,7 +28,7 @@ impl ModelArgs {
         Ok(LoadOptions {
             config: self.model.as_deref().map(super::parse_model).transpose()?,
             img_size,
-            device: parse_device(&self.device).map_err(anyhow::Error::msg)?,
+            device: parse_device(&self.device)?,
             dtype: self.dtype,
             key: None,
         })

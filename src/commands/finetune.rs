@@ -81,6 +81,10 @@ pub struct Args {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu", help_heading = "Model")]
     device: String,
+    /// f32, or bf16 mixed precision: f32 weights and optimiser state, bf16 matmuls and
+    /// attention, f32 RMSNorm, softmax and loss (the reference's AMP; docs/training.md).
+    #[arg(long, default_value = "f32", value_parser = crate::commands::parse_precision, help_heading = "Model")]
+    precision: illama_model::Precision,
 
     // --- optimiser
     #[arg(long, default_value_t = 300, value_parser = parse_positive, help_heading = "Optimiser")]
@@ -323,6 +327,7 @@ fn recipe(a: &Args) -> anyhow::Result<Recipe> {
     );
     (r.seed, r.workers, r.resume, r.save_ckpt_num, r.pth_copies) =
         (a.seed, workers, resume, a.save_ckpt_num, !a.no_pth);
+    r.precision = a.precision;
     Ok(r)
 }
 
@@ -335,7 +340,7 @@ fn describe(c: &illama_arch::IllamaConfig) -> String {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let recipe = recipe(&a)?;
-    let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
+    let device = parse_device(&a.device)?;
     if a.eval {
         let checkpoint =
             checkpoint_to_evaluate(&recipe.resume, &recipe.output_dir).with_context(|| {

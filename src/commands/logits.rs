@@ -66,6 +66,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let opts = a.m.load_options(Some(size))?;
     let device = opts.device.clone();
     let (model, _) = load(&a.weights, &opts)?;
+    let model = model.with_precision(a.m.precision);
     let logits = model
         .forward_with(
             &x.to_dtype(DType::F32)?.to_device(&device)?,

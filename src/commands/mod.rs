@@ -1,5 +1,6 @@
 pub mod args;
 pub mod checkpoint_args;
+pub mod bench_train;
 pub mod convert;
 pub mod finetune;
 pub mod inspect;
@@ -38,6 +39,11 @@ pub fn parse_compute_dtype(s: &str) -> Result<candle_core::DType, String> {
         "f16" | "fp16" => Ok(candle_core::DType::F16),
         _ => Err(format!("'{s}': expected f32, bf16 or f16")),
     }
+}
+
+/// `--precision`: f32, or bf16 mixed precision.
+pub fn parse_precision(s: &str) -> Result<illama_model::Precision, String> {
+    illama_model::Precision::parse(s).ok_or_else(|| format!("'{s}': expected f32 or bf16"))
 }
 
 /// `--input-size`: a multiple of the patch size (16) within the model's bounds.

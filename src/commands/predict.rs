@@ -31,6 +31,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let opts = a.m.load_options(Some(a.input_size))?;
     let (model, _) =
         load(&a.weights, &opts).with_context(|| format!("loading {}", a.weights.display()))?;
+    let model = model.with_precision(a.m.precision);
     let names = imagenet_classes();
     let t = EvalTransform::new(a.input_size)?;
     let s = a.input_size;

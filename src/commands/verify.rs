@@ -88,6 +88,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let (model, report) =
         load(&a.weights, &opts).with_context(|| format!("loading {}", a.weights.display()))?;
+    let model = model.with_precision(a.m.precision);
     let classes = model.config.num_classes;
     let imagenet: Vec<String> = imagenet_classes()
         .iter()

@@ -105,22 +105,26 @@ impl Attention {
         })
     }
 
+    /// `cd`: the dtype of the matmuls (bf16 under mixed precision, else `x`'s). RoPE runs in f32
+    /// and the softmax and the mask in `x`'s dtype (f32 under mixed precision, as PyTorch's
+    /// autocast computes softmax); the output comes back in `x`'s dtype for the residual sum.
     pub fn forward(
         &self,
         x: &Tensor,
         rope: &Rope,
         mask: Option<&Tensor>,
         train: bool,
+        cd: DType,
     ) -> Result<Tensor> {
         let (b, n, c) = x.dims3()?;
         let hd = c / self.heads;
         if train && crate::fused::applies(x) {
-            return self.forward_train(x, rope, mask);
+            return self.forward_train(x, rope, mask, cd);
         }
         // [B, N, 3, H, hd] -> [3, B, H, N, hd]
         let qkv = self
             .qkv
-            .forward(x)?
+            .forward_as(x, cd)?
             .reshape((b, n, 3, self.heads, hd))?
             .permute((2, 0, 3, 1, 4))?;
         let q = rope.apply(&qkv.get(0)?, train)?;
@@ -129,7 +133,7 @@ impl Attention {
         // Scaling q instead of the scores is exact for power-of-two scales (head dim 64, every
         // preset) and within an ulp otherwise, and touches N*hd values instead of N*N.
         let q = (q * self.scale)?.contiguous()?;
-        let attn = q.matmul(&k.contiguous()?.t()?)?;
+        let attn = q.matmul(&k.contiguous()?.t()?)?.to_dtype(x.dtype())?;
         let attn = if train {
             candle_nn::ops::softmax(&attn, D::Minus1)?
         } else {
@@ -139,16 +143,27 @@ impl Attention {
             Some(m) => attn.broadcast_mul(m)?,
             None => attn,
         };
-        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
-        self.proj.forward(&out)
+        let out = attn
+            .to_dtype(cd)?
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, n, c))?;
+        self.proj.forward_as(&out, cd)?.to_dtype(x.dtype())
     }
 }
 
 impl Attention {
-    /// The training path on the CPU in f32: q, k and v from three slices of the qkv weight (the
-    /// backward of slicing the fused activation would pad three full-size gradients with zeros),
-    /// and the fused kernels for RoPE and softmax-then-mask.
-    fn forward_train(&self, x: &Tensor, rope: &Rope, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// The training path on the CPU with `x` in f32: q, k and v from three slices of the qkv
+    /// weight (the backward of slicing the fused activation would pad three full-size gradients
+    /// with zeros), and the fused kernels for RoPE and softmax-then-mask (in f32; the matmuls in
+    /// `cd`).
+    fn forward_train(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        mask: Option<&Tensor>,
+        cd: DType,
+    ) -> Result<Tensor> {
         let (b, n, c) = x.dims3()?;
         let hd = c / self.heads;
         let part = |i: usize| -> Result<Tensor> {
@@ -160,21 +175,24 @@ impl Attention {
                 .map(|b| b.narrow(0, i * c, c))
                 .transpose()?;
             Linear::new(w, bias)
-                .forward(x)?
+                .forward_as(x, cd)?
                 .reshape((b, n, self.heads, hd))?
                 .transpose(1, 2)
         };
-        let q = crate::fused::rope_i(&part(0)?, &rope.cos, &rope.sin)?;
-        let k = crate::fused::rope_i(&part(1)?, &rope.cos, &rope.sin)?;
+        let rotate = |t: Tensor| -> Result<Tensor> {
+            crate::fused::rope_i(&t.to_dtype(DType::F32)?, &rope.cos, &rope.sin)?.to_dtype(cd)
+        };
+        let q = rotate(part(0)?)?;
+        let k = rotate(part(1)?)?;
         let v = part(2)?.contiguous()?;
         let q = (q * self.scale)?;
-        let attn = q.matmul(&k.t()?)?;
+        let attn = q.matmul(&k.t()?)?.to_dtype(DType::F32)?;
         let mask = mask
-            .map(|m| m.flatten_all()?.to_vec1::<f32>())
+            .map(|m| m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
             .transpose()?;
-        let attn = crate::fused::softmax_mask(&attn, mask.as_deref())?;
+        let attn = crate::fused::softmax_mask(&attn, mask.as_deref())?.to_dtype(cd)?;
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
-        self.proj.forward(&out)
+        self.proj.forward_as(&out, cd)?.to_dtype(x.dtype())
     }
 }
 
@@ -195,14 +213,15 @@ impl Mlp {
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (a, b) = (self.fc1.forward(x)?, self.fc3.forward(x)?);
+    /// `cd`: the dtype of the matmuls and the gate; the output comes back in `x`'s dtype.
+    pub fn forward(&self, x: &Tensor, cd: DType) -> Result<Tensor> {
+        let (a, b) = (self.fc1.forward_as(x, cd)?, self.fc3.forward_as(x, cd)?);
         let gated = if crate::fused::applies(&a) {
             crate::fused::swiglu(&a, &b)?
         } else {
             (a.silu()? * b)?
         };
-        self.fc2.forward(&gated)
+        self.fc2.forward_as(&gated, cd)?.to_dtype(x.dtype())
     }
 }
 
@@ -219,6 +238,19 @@ pub struct Linear {
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Linear {
         Linear { weight, bias }
+    }
+
+    /// The layer computed in `dtype`: input, weight and bias cast to it (the casts are
+    /// differentiable, so an f32 weight still receives an f32 gradient), output in `dtype`.
+    pub fn forward_as(&self, x: &Tensor, dtype: DType) -> Result<Tensor> {
+        if self.weight.dtype() == dtype {
+            return self.forward(&x.to_dtype(dtype)?);
+        }
+        let cast = Linear::new(
+            self.weight.to_dtype(dtype)?,
+            self.bias.as_ref().map(|b| b.to_dtype(dtype)).transpose()?,
+        );
+        cast.forward(&x.to_dtype(dtype)?)
     }
 }
 

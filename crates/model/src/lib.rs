@@ -15,9 +15,10 @@ pub mod pos_embed;
 
 pub use init_from::{init_from, InitReport};
 pub use load::{
-    config_of, infer_config, load, parse_device, read_tensors, LoadError, LoadOptions, LoadReport,
+    config_of, infer_config, load, parse_device, read_tensors, DeviceError, LoadError, LoadOptions,
+    LoadReport,
 };
-pub use model::{soft_mask, Block, DropPath, Illama, NORM_EPS};
+pub use model::{soft_mask, Block, DropPath, Illama, Precision, NORM_EPS};
 
 /// Keeps glibc's allocator from handing every large activation buffer back to the kernel.
 ///

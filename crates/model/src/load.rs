@@ -55,24 +55,73 @@ pub struct LoadReport {
     pub tensors: usize,
 }
 
-/// `cpu`, `cuda`, `cuda:N`.
-pub fn parse_device(s: &str) -> Result<Device, String> {
+/// Why a `--device` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("unknown device '{0}': use cpu or cuda:N")]
+    Unknown(String),
+    #[error(
+        "device {0}: this build has no CUDA support (build with --features cuda, see docs/gpu.md)"
+    )]
+    NoCudaSupport(String),
+    /// The driver library loaded but did not initialise (no GPU, a driver too old for the
+    /// build's CUDA version, no access to the device files).
+    #[error("device {device}: the CUDA driver (libcuda.so.1) did not initialise: {why}")]
+    NoDriver { device: String, why: String },
+    #[error("device {device}: GPU ordinal {ordinal} asked for, the CUDA driver (libcuda.so.1) found {count} GPU(s){}",
+        if *count > 0 { format!(" (ordinals 0 to {})", count - 1) } else { String::new() })]
+    NoSuchGpu {
+        device: String,
+        ordinal: usize,
+        count: usize,
+    },
+    #[error("device {device}: {why}")]
+    Cuda { device: String, why: String },
+}
+
+/// `cpu`, `cuda` (= `cuda:0`), `cuda:N`.
+///
+/// For CUDA the driver is asked how many GPUs it sees before one is opened, so that a wrong
+/// ordinal or a machine without a GPU is named as such. (A CUDA build links libcuda.so.1 and the
+/// CUDA libraries: where they are missing, the dynamic loader refuses to start the program.)
+pub fn parse_device(s: &str) -> Result<Device, DeviceError> {
     match s {
         "cpu" => Ok(Device::Cpu),
         _ if s == "cuda" || s.starts_with("cuda:") => {
             let ordinal = s
                 .strip_prefix("cuda:")
                 .map_or(Ok(0), |n| n.parse::<usize>())
-                .map_err(|_| format!("bad device '{s}'"))?;
-            if !candle_core::utils::cuda_is_available() {
-                return Err(format!(
-                    "device {s}: this build has no CUDA support (rebuild with --features cuda)"
-                ));
-            }
-            Device::new_cuda(ordinal).map_err(|e| format!("device {s}: {e}"))
+                .map_err(|_| DeviceError::Unknown(s.to_string()))?;
+            cuda_device(s, ordinal)
         }
-        _ => Err(format!("unknown device '{s}': use cpu or cuda:N")),
+        _ => Err(DeviceError::Unknown(s.to_string())),
     }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(s: &str, _ordinal: usize) -> Result<Device, DeviceError> {
+    Err(DeviceError::NoCudaSupport(s.to_string()))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(s: &str, ordinal: usize) -> Result<Device, DeviceError> {
+    use candle_core::cuda_backend::cudarc::driver::CudaContext;
+    let count = CudaContext::device_count().map_err(|e| DeviceError::NoDriver {
+        device: s.to_string(),
+        why: e.to_string(),
+    })?;
+    let count = usize::try_from(count).unwrap_or(0);
+    if ordinal >= count {
+        return Err(DeviceError::NoSuchGpu {
+            device: s.to_string(),
+            ordinal,
+            count,
+        });
+    }
+    Device::new_cuda(ordinal).map_err(|e| DeviceError::Cuda {
+        device: s.to_string(),
+        why: e.to_string(),
+    })
 }
 
 fn candle_dtype(d: illama_formats::DType) -> Option<DType> {

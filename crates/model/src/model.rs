@@ -2,7 +2,7 @@
 //! blocks with a soft causal mask, RMSNorm, and a head on the last token.
 
 use crate::layers::{Attention, Linear, Mlp, RmsNorm, Rope};
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use illama_arch::IllamaConfig;
 use rand::{Rng, SeedableRng};
@@ -35,18 +35,19 @@ impl Block {
         rope: &Rope,
         mask: Option<&Tensor>,
         drop: Option<(f64, &mut ChaCha8Rng)>,
+        cd: DType,
     ) -> Result<Tensor> {
         let train = drop.is_some();
         let a = self
             .attn
-            .forward(&self.norm1.forward(x, !train)?, rope, mask, train)?;
+            .forward(&self.norm1.forward(x, !train)?, rope, mask, train, cd)?;
         let Some((p, rng)) = drop else {
             let x = (x + a)?;
-            let m = self.mlp.forward(&self.norm2.forward(&x, true)?)?;
+            let m = self.mlp.forward(&self.norm2.forward(&x, true)?, cd)?;
             return x + m;
         };
         let x = (x + drop_path(&a, p, rng)?)?;
-        let m = self.mlp.forward(&self.norm2.forward(&x, false)?)?;
+        let m = self.mlp.forward(&self.norm2.forward(&x, false)?, cd)?;
         x + drop_path(&m, p, rng)?
     }
 }
@@ -126,6 +127,46 @@ pub struct Illama {
     rope: Rope,
     /// Default soft-mask rate r (0 = causal, the trained models' final state).
     pub soft_mask_rate: f64,
+    /// How the forward pass computes ([`Precision`]); f32 unless set.
+    pub precision: Precision,
+}
+
+/// The arithmetic of a forward (and so backward) pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in the parameters' dtype.
+    #[default]
+    F32,
+    /// Mixed precision as PyTorch's bf16 autocast runs the reference: matmuls (patch embedding,
+    /// qkv, attention scores and values, projections, MLP, head) and the SwiGLU gate in bf16;
+    /// the residual stream, RMSNorm, RoPE, softmax, the soft mask and the logits in the
+    /// parameters' dtype (f32). Parameters stay f32 (their gradients arrive in f32 through the
+    /// casts), and so does the optimiser.
+    Bf16,
+}
+
+impl Precision {
+    pub fn parse(s: &str) -> Option<Precision> {
+        match s {
+            "f32" | "fp32" => Some(Precision::F32),
+            "bf16" => Some(Precision::Bf16),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Illama {
@@ -168,6 +209,7 @@ impl Illama {
             head,
             rope,
             soft_mask_rate: 0.0,
+            precision: Precision::F32,
         })
     }
 
@@ -201,6 +243,20 @@ impl Illama {
         self.cls_token.dtype()
     }
 
+    /// The dtype of the matmuls: bf16 under [`Precision::Bf16`], else the parameters'.
+    pub fn compute_dtype(&self) -> DType {
+        match self.precision {
+            Precision::F32 => self.dtype(),
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+
+    /// This network computing with `precision` (the parameters are shared, not copied).
+    pub fn with_precision(mut self, precision: Precision) -> Illama {
+        self.precision = precision;
+        self
+    }
+
     /// [B, 3, H, W] -> [B, N, D]: each 16x16 patch flattened (channel, row, column) and projected.
     fn patch_embed(&self, images: &Tensor) -> Result<Tensor> {
         let (b, ch, h, w) = images.dims4()?;
@@ -217,11 +273,14 @@ impl Illama {
             .permute((0, 2, 4, 1, 3, 5))?
             .reshape((b, gh * gw, ch * p * p))?;
         let d = self.patch_weight.dim(0)?;
+        let cd = self.compute_dtype();
         patches
             .reshape((b * gh * gw, ch * p * p))?
-            .matmul(&self.patch_weight.t()?)?
-            .broadcast_add(&self.patch_bias)?
-            .reshape((b, gh * gw, d))
+            .to_dtype(cd)?
+            .matmul(&self.patch_weight.to_dtype(cd)?.t()?)?
+            .broadcast_add(&self.patch_bias.to_dtype(cd)?)?
+            .reshape((b, gh * gw, d))?
+            .to_dtype(self.dtype())
     }
 
     /// Logits for normalised images [B, 3, S, S], with soft-mask rate `r` (inference: fused
@@ -247,13 +306,14 @@ impl Illama {
         let mask = soft_mask(n, r, self.device(), self.dtype())?;
         let rates = drop.map(|d| d.block_rates(self.blocks.len()));
         let mut rng = ChaCha8Rng::seed_from_u64(drop.map_or(0, |d| d.seed));
+        let cd = self.compute_dtype();
         for (i, block) in self.blocks.iter().enumerate() {
             let drop = rates.as_ref().map(|r| (r[i], &mut rng));
-            x = block.forward(&x, &self.rope, mask.as_ref(), drop)?;
+            x = block.forward(&x, &self.rope, mask.as_ref(), drop, cd)?;
         }
         let x = self.norm.forward(&x, !train)?;
         let last = x.narrow(1, n - 1, 1)?.squeeze(1)?;
-        self.head.forward(&last)
+        self.head.forward_as(&last, cd)?.to_dtype(self.dtype())
     }
 
     /// Inference logits at the model's soft-mask rate.

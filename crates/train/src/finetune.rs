@@ -12,7 +12,7 @@ use illama_arch::IllamaConfig;
 use illama_data::mix::Mixup;
 use illama_data::train::TrainTransform;
 use illama_data::{eval_batches, Dataset, EvalTransform, LoaderOptions};
-use illama_model::{init_from, Illama, InitReport};
+use illama_model::{init_from, Illama, InitReport, Precision};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -108,6 +108,8 @@ pub struct Recipe {
     pub save_ckpt_num: usize,
     /// Also write `.pth` copies of the model weights.
     pub pth_copies: bool,
+    /// f32, or bf16 mixed precision (f32 weights and optimiser, bf16 matmuls).
+    pub precision: Precision,
 }
 
 impl Recipe {
@@ -154,6 +156,7 @@ impl Recipe {
             resume: Resume::Auto,
             save_ckpt_num: 3,
             pth_copies: true,
+            precision: Precision::F32,
         }
     }
 
@@ -194,6 +197,7 @@ pub fn trainee(
     device: &Device,
 ) -> Result<Trainee, FinetuneError> {
     let (model, named) = Illama::trainable(config, device, recipe.seed)?;
+    let model = model.with_precision(recipe.precision);
     let init = match &recipe.init {
         Some(path) => {
             let vars: HashMap<String, Var> = named.iter().cloned().collect();
@@ -471,7 +475,7 @@ pub fn evaluate_checkpoint(
         img_size: recipe.input_size,
         ..recipe.model
     };
-    let model = load_for_eval(checkpoint, config, ema, device)?;
+    let model = load_for_eval(checkpoint, config, ema, device)?.with_precision(recipe.precision);
     let batches = eval_batches(
         &val,
         EvalTransform::new(recipe.input_size)?,
