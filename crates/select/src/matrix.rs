@@ -60,6 +60,7 @@ impl Matrix<'_> {
     /// column is 0. Large selections are split by rows over one thread per core: reading the
     /// rows (a copy out of the page cache) is most of the time selection takes.
     pub fn gather(&self, rows: &[usize], cols: &[usize]) -> Result<Vec<u8>, FormatError> {
+        self.prefetch(rows, cols);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = cores.min(rows.len() / ROWS_PER_THREAD).max(1);
         if threads == 1 {
@@ -80,6 +81,38 @@ impl Matrix<'_> {
             out.extend_from_slice(&p?);
         }
         Ok(out)
+    }
+
+    /// Hints the kernel to read every selected row of the stored pieces now: on a cold page
+    /// cache the rows then arrive in parallel instead of one synchronous read at a time.
+    fn prefetch(&self, rows: &[usize], cols: &[usize]) {
+        let es = self.dtype.size();
+        let (Some(&first), Some(&last)) = (cols.iter().min(), cols.iter().max()) else {
+            return;
+        };
+        for &r in rows {
+            let (block, mut local) = self.block_of(r);
+            if let Some(hd) = block.meta_rope_head_dim {
+                local = hf_to_meta_row(local, hd);
+            }
+            if let RowSource::Pieces(pieces) = &block.source {
+                for p in pieces {
+                    if let (Some((store, storage)), true) =
+                        (p.in_file, (p.row0..p.row0 + p.rows).contains(&local))
+                    {
+                        let (base, stride) = row_base(p, local - p.row0);
+                        if stride == 1 && p.col0 == 0 && p.cols == self.cols {
+                            let lo = ((base + first) * es) as u64;
+                            store.prefetch_storage_range(
+                                storage,
+                                lo,
+                                ((last + 1 - first) * es) as u64,
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn gather_rows(&self, rows: &[usize], cols: &[usize]) -> Result<Vec<u8>, FormatError> {
