@@ -301,7 +301,7 @@ else
   rm -rf "$W/run"
   workers=$(nproc)
   sample_start "$name"
-  # Two epochs over the JPEGs (the validation folder is the training one: it is only read).
+  # Two epochs over the JPEGs, no evaluation: images/s with the loader in front.
   timed "$name" "$T_FINETUNE" "$BIN" finetune --train-dir "$JPEGS" --disable-eval --output-dir "$W/run" \
     --model "$model" --input-size "$SIZE" --epochs 2 --warmup-epochs 0 --batch-size "$TINY_BATCH" \
     --device "$DEVICE" --precision bf16 --workers "$workers" --no-pth --save-ckpt-num 1 --resume none --json

@@ -114,3 +114,35 @@ fn an_unknown_precision_is_refused() {
         );
     }
 }
+
+/// The hidden `bench-train` (what scripts/gpu-check.sh times) runs a step in both precisions and
+/// reports it as JSON.
+#[test]
+fn bench_train_reports_a_step() {
+    for precision in ["f32", "bf16"] {
+        let o = bin()
+            .args([
+                "bench-train",
+                "--model",
+                "custom:32,2,2",
+                "--input-size",
+                "32",
+                "--batch-size",
+                "2",
+                "--steps",
+                "1",
+                "--warmup",
+                "0",
+                "--precision",
+                precision,
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["precision"], precision);
+        assert!(r["images_per_second"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["last_loss"].as_f64().unwrap().is_finite(), "{r}");
+    }
+}
