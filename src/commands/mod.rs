@@ -1,6 +1,6 @@
 pub mod args;
-pub mod checkpoint_args;
 pub mod bench_train;
+pub mod checkpoint_args;
 pub mod convert;
 pub mod finetune;
 pub mod inspect;
