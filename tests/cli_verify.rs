@@ -25,6 +25,26 @@ fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `verify --json` of the tiny fixture model on `flat` with the labels of `labels` (batches of 5),
+/// and `extra` arguments.
+fn verify_tiny(flat: &Path, labels: &Path, extra: &[&str]) -> Value {
+    let weights = root().join("model/tiny.safetensors");
+    let mut args = vec![
+        "verify",
+        "--imagenet",
+        flat.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--batch-size",
+        "5",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    json(&run(&args))
+}
+
 /// The official flat layout: ILSVRC2012_val_*.JPEG files and a file,wnid CSV.
 fn flat_copy(dir: &Path) -> (PathBuf, PathBuf, Value) {
     flat_copy_of(dir, "images/verify.json")
@@ -56,21 +76,7 @@ fn flat_copy_of(dir: &Path, spec: &str) -> (PathBuf, PathBuf, Value) {
 fn verify_reproduces_pytorch_top1_top5_and_loss() {
     let dir = tempfile::tempdir().unwrap();
     let (flat, labels, spec) = flat_copy(dir.path());
-    let weights = root().join("model/tiny.safetensors");
-    let r = json(&run(&[
-        "verify",
-        "--imagenet",
-        flat.to_str().unwrap(),
-        "--labels",
-        labels.to_str().unwrap(),
-        "--weights",
-        weights.to_str().unwrap(),
-        "--batch-size",
-        "5",
-        "--workers",
-        "2",
-        "--json",
-    ]));
+    let r = verify_tiny(&flat, &labels, &["--workers", "2"]);
     assert_eq!(r["images"], 17);
     assert!(
         (r["top1"].as_f64().unwrap() - spec["top1"].as_f64().unwrap()).abs() < 1e-4,
@@ -97,24 +103,10 @@ fn verify_reproduces_pytorch_top1_top5_and_loss() {
 fn verify_in_bf16_keeps_the_accuracy_and_moves_the_loss_a_little() {
     let dir = tempfile::tempdir().unwrap();
     let (flat, labels, spec) = flat_copy(dir.path());
-    let weights = root().join("model/tiny.safetensors");
-    let verify = |dtype: &str| {
-        json(&run(&[
-            "verify",
-            "--imagenet",
-            flat.to_str().unwrap(),
-            "--labels",
-            labels.to_str().unwrap(),
-            "--weights",
-            weights.to_str().unwrap(),
-            "--batch-size",
-            "5",
-            "--dtype",
-            dtype,
-            "--json",
-        ]))
-    };
-    let (f32_run, bf16_run) = (verify("f32"), verify("bf16"));
+    let (f32_run, bf16_run) = (
+        verify_tiny(&flat, &labels, &["--dtype", "f32"]),
+        verify_tiny(&flat, &labels, &["--dtype", "bf16"]),
+    );
     for k in ["top1", "top5"] {
         assert!(
             (bf16_run[k].as_f64().unwrap() - spec[k].as_f64().unwrap()).abs() < 1e-4,

@@ -289,45 +289,33 @@ fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
 /// `d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128]`: 8 sub-blocks of 32 with a 6-bit scale
 /// and min each; a byte holds element l of one sub-block (low nibble) and of the next (high).
 fn q4_k(b: &[u8], y: &mut [f32]) {
-    let (d, dmin) = (half_at(b, 0), half_at(b, 2));
-    let scales = &b[4..16];
-    for (chunk, (qs, y)) in b[16..144]
-        .chunks_exact(32)
-        .zip(y.chunks_exact_mut(64))
-        .enumerate()
-    {
-        let (sc1, m1) = scale_min_k4(2 * chunk, scales);
-        let (sc2, m2) = scale_min_k4(2 * chunk + 1, scales);
-        let (d1, min1) = (d * sc1 as f32, dmin * m1 as f32);
-        let (d2, min2) = (d * sc2 as f32, dmin * m2 as f32);
-        for (l, &q) in qs.iter().enumerate() {
-            y[l] = d1 * (q & 0x0f) as f32 - min1;
-            y[l + 32] = d2 * (q >> 4) as f32 - min2;
-        }
-    }
+    k_quant_4_5(b, None, &b[16..144], y)
 }
 
 /// `d: f16, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128]`: Q4_K plus a fifth bit per
 /// element, bit 2c (low nibble) and 2c+1 (high nibble) of `qh[l]` for chunk c.
 fn q5_k(b: &[u8], y: &mut [f32]) {
+    k_quant_4_5(b, Some(&b[16..48]), &b[48..176], y)
+}
+
+/// Q4_K and Q5_K, which share the scales' layout; `qh` holds Q5_K's fifth bits.
+fn k_quant_4_5(b: &[u8], qh: Option<&[u8]>, qs: &[u8], y: &mut [f32]) {
     let (d, dmin) = (half_at(b, 0), half_at(b, 2));
     let scales = &b[4..16];
-    let qh = &b[16..48];
-    for (chunk, (qs, y)) in b[48..176]
-        .chunks_exact(32)
-        .zip(y.chunks_exact_mut(64))
-        .enumerate()
-    {
-        let (sc1, m1) = scale_min_k4(2 * chunk, scales);
-        let (sc2, m2) = scale_min_k4(2 * chunk + 1, scales);
-        let (d1, min1) = (d * sc1 as f32, dmin * m1 as f32);
-        let (d2, min2) = (d * sc2 as f32, dmin * m2 as f32);
+    let sub_block = |j: usize| {
+        let (sc, m) = scale_min_k4(j, scales);
+        (d * sc as f32, dmin * m as f32)
+    };
+    for (chunk, (qs, y)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
+        let ((d1, min1), (d2, min2)) = (sub_block(2 * chunk), sub_block(2 * chunk + 1));
         let (u1, u2) = (1u8 << (2 * chunk), 2u8 << (2 * chunk));
         for (l, &q) in qs.iter().enumerate() {
-            let lo = (q & 0x0f) + if qh[l] & u1 != 0 { 16 } else { 0 };
-            let hi = (q >> 4) + if qh[l] & u2 != 0 { 16 } else { 0 };
-            y[l] = d1 * lo as f32 - min1;
-            y[l + 32] = d2 * hi as f32 - min2;
+            let (fifth_lo, fifth_hi) = match qh {
+                Some(h) => (u8::from(h[l] & u1 != 0) * 16, u8::from(h[l] & u2 != 0) * 16),
+                None => (0, 0),
+            };
+            y[l] = d1 * ((q & 0x0f) + fifth_lo) as f32 - min1;
+            y[l + 32] = d2 * ((q >> 4) + fifth_hi) as f32 - min2;
         }
     }
 }
