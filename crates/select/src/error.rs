@@ -10,7 +10,10 @@ pub enum SelectError {
     Teacher(String),
     #[error("student: {0}")]
     Architecture(#[from] illama_arch::ArchError),
-    /// The student does not fit the teacher, or the layer choice does not fit either.
+    /// The student does not fit the teacher.
     #[error("student: {0}")]
     Student(String),
+    /// The layer choice does not fit the student or the teacher.
+    #[error("student: {0}")]
+    Layers(#[from] crate::indices::LayerError),
 }

@@ -61,32 +61,44 @@ impl LayerSelection {
         }
     }
 
-    pub fn layers(&self, teacher_layers: usize, depth: usize) -> Result<Vec<usize>, String> {
+    pub fn layers(&self, teacher_layers: usize, depth: usize) -> Result<Vec<usize>, LayerError> {
         if depth > teacher_layers {
-            return Err(format!(
-                "the student is deeper ({depth} blocks) than the teacher ({teacher_layers} layers)"
-            ));
+            return Err(LayerError::StudentDeeper {
+                depth,
+                teacher_layers,
+            });
         }
         match self {
             LayerSelection::First => Ok((0..depth).collect()),
             LayerSelection::Uniform => Ok(uniform_indices(teacher_layers, depth)),
             LayerSelection::Explicit(l) => {
                 if l.len() != depth {
-                    return Err(format!(
-                        "the layer list has {} layers for a student of depth {depth}",
-                        l.len()
-                    ));
+                    return Err(LayerError::ListLength {
+                        listed: l.len(),
+                        depth,
+                    });
                 }
-                if let Some(bad) = l.iter().find(|&&i| i >= teacher_layers) {
-                    return Err(format!(
-                        "the layer list names layer {bad}, the teacher has {teacher_layers} (0..{})",
-                        teacher_layers - 1
-                    ));
+                if let Some(&layer) = l.iter().find(|&&i| i >= teacher_layers) {
+                    return Err(LayerError::NoSuchLayer {
+                        layer,
+                        teacher_layers,
+                    });
                 }
                 Ok(l.clone())
             }
         }
     }
+}
+
+/// Why a layer choice does not fit the student and the teacher.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayerError {
+    #[error("the student is deeper ({depth} blocks) than the teacher ({teacher_layers} layers)")]
+    StudentDeeper { depth: usize, teacher_layers: usize },
+    #[error("the layer list has {listed} layers for a student of depth {depth}")]
+    ListLength { listed: usize, depth: usize },
+    #[error("the layer list names layer {layer}, the teacher has {teacher_layers} (0..{})", teacher_layers - 1)]
+    NoSuchLayer { layer: usize, teacher_layers: usize },
 }
 
 /// The reference's uniform element selection, bit for bit with PyTorch:
@@ -213,11 +225,27 @@ mod tests {
     fn layer_selection() {
         assert_eq!(LayerSelection::First.layers(32, 3).unwrap(), vec![0, 1, 2]);
         assert_eq!(LayerSelection::Uniform.layers(32, 12).unwrap()[11], 31);
-        assert!(LayerSelection::First
-            .layers(4, 12)
-            .unwrap_err()
-            .contains("deeper"));
-        assert!(LayerSelection::Explicit(vec![0, 9]).layers(4, 2).is_err());
+        assert_eq!(
+            LayerSelection::First.layers(4, 12),
+            Err(LayerError::StudentDeeper {
+                depth: 12,
+                teacher_layers: 4
+            })
+        );
+        assert_eq!(
+            LayerSelection::Explicit(vec![0, 9]).layers(4, 2),
+            Err(LayerError::NoSuchLayer {
+                layer: 9,
+                teacher_layers: 4
+            })
+        );
+        assert_eq!(
+            LayerSelection::Explicit(vec![0]).layers(4, 2),
+            Err(LayerError::ListLength {
+                listed: 1,
+                depth: 2
+            })
+        );
     }
 
     #[test]

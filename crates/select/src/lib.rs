@@ -15,6 +15,6 @@ pub mod teacher;
 
 pub use error::SelectError;
 pub use illama_formats::TargetFormat;
-pub use indices::{uniform_indices, ElementSelection, LayerSelection};
+pub use indices::{uniform_indices, ElementSelection, LayerError, LayerSelection};
 pub use select::{select, SelectOptions, SelectReport, StudentTensorReport};
 pub use teacher::{TeacherCheckpoint, TeacherConfig, TeacherLayout};

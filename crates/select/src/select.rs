@@ -247,10 +247,7 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
     let teacher = TeacherCheckpoint::open(&opts.teacher)?;
     let tc = teacher.config.clone();
     check_fits(&tc, &opts.student)?;
-    let layers = opts
-        .layers
-        .layers(tc.layers, opts.student.depth)
-        .map_err(SelectError::Student)?;
+    let layers = opts.layers.layers(tc.layers, opts.student.depth)?;
     let planned = plan(&tc, &opts.student, &layers);
     let teacher_files = teacher.files();
     let hashes = opts

@@ -34,8 +34,12 @@ pub enum RunError {
     Sampler(#[from] illama_data::SamplerError),
     #[error(transparent)]
     Format(#[from] illama_formats::FormatError),
-    #[error("{0}")]
-    OutputDir(String),
+    /// The output folder would hold, or sit inside, one of the run's inputs.
+    #[error("{}: the output folder would hold or sit inside the input {}; choose another output folder", dir.display(), input.display())]
+    OutputOverlapsInput { dir: PathBuf, input: PathBuf },
+    /// The output folder holds a file with a name the run writes, which this tool did not write.
+    #[error("{}: holds {file}, which this tool did not write (no {RUN_MARKER} file); choose another output folder", dir.display())]
+    OutputNotOurs { dir: PathBuf, file: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -189,11 +193,10 @@ pub fn prepare_output_dir(dir: &Path, inputs: &[&Path]) -> Result<(), RunError> 
             continue;
         };
         if input.is_dir() && (here.starts_with(&input) || input.starts_with(&here)) {
-            return Err(RunError::OutputDir(format!(
-                "{}: the output folder would hold or sit inside the input {}; choose another output folder",
-                dir.display(),
-                input.display()
-            )));
+            return Err(RunError::OutputOverlapsInput {
+                dir: dir.to_path_buf(),
+                input,
+            });
         }
     }
     if here.join(RUN_MARKER).is_file() {
@@ -207,10 +210,10 @@ pub fn prepare_output_dir(dir: &Path, inputs: &[&Path]) -> Result<(), RunError> 
     };
     for e in std::fs::read_dir(&here).map_err(io)?.flatten() {
         if let Some(name) = e.file_name().to_str().filter(|n| ours(n)) {
-            return Err(RunError::OutputDir(format!(
-                "{}: holds {name}, which this tool did not write (no {RUN_MARKER} file); choose another output folder",
-                dir.display()
-            )));
+            return Err(RunError::OutputNotOurs {
+                dir: dir.to_path_buf(),
+                file: name.to_string(),
+            });
         }
     }
     std::fs::write(
@@ -478,5 +481,36 @@ fn ema_names(opt: &AdamW, ema: Option<&[Var]>) -> Vec<(String, Var)> {
             .map(|(p, v)| (p.name.clone(), v.clone()))
             .collect(),
         None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_folders_over_inputs_or_with_foreign_files_are_refused_by_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        std::fs::create_dir(&images).unwrap();
+        let inside = images.join("run");
+        match prepare_output_dir(&inside, &[&images]) {
+            Err(RunError::OutputOverlapsInput { input, .. }) => {
+                assert_eq!(input, std::fs::canonicalize(&images).unwrap())
+            }
+            other => panic!("{other:?}"),
+        }
+        let foreign = dir.path().join("old");
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::write(foreign.join("log.txt"), "{}").unwrap();
+        match prepare_output_dir(&foreign, &[]) {
+            Err(RunError::OutputNotOurs { file, .. }) => assert_eq!(file, "log.txt"),
+            other => panic!("{other:?}"),
+        }
+        // A fresh folder is marked, and then accepted again with files of ours in it.
+        let ours = dir.path().join("ours");
+        prepare_output_dir(&ours, &[&images]).unwrap();
+        std::fs::write(ours.join("log.txt"), "{}").unwrap();
+        prepare_output_dir(&ours, &[&images]).unwrap();
     }
 }
