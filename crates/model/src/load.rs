@@ -17,6 +17,26 @@ pub enum LoadError {
     Candle(#[from] candle_core::Error),
     #[error("{path}: {why}")]
     Checkpoint { path: PathBuf, why: String },
+    /// The tensors do not describe an iLLaMA model the loader can build.
+    #[error("{path}: {why}")]
+    Shape { path: PathBuf, why: ShapeError },
+}
+
+/// What the tensors' shapes (and the file's metadata) fail to tell about the architecture.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("no tensor '{0}': not an iLLaMA checkpoint")]
+    MissingTensor(&'static str),
+    #[error("{tensor} is {shape:?}, not {want}")]
+    WrongRank {
+        tensor: &'static str,
+        shape: Vec<usize>,
+        want: &'static str,
+    },
+    #[error("pos_embed holds {tokens} rows, not a square grid plus the class token")]
+    NotSquareGrid { tokens: usize },
+    #[error("width {width} matches no preset and the file records no architecture, so the number of heads is unknown: give the architecture")]
+    HeadsUnknown { width: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -176,14 +196,11 @@ fn dims(map: &HashMap<String, Tensor>, name: &str) -> Option<Vec<usize>> {
 pub fn infer_config(
     map: &HashMap<String, Tensor>,
     metadata: &std::collections::BTreeMap<String, String>,
-) -> Result<(IllamaConfig, String), String> {
+) -> Result<(IllamaConfig, String), ShapeError> {
     let (base, heads) = infer_shapes(map, metadata)?;
-    heads.map(|(heads, how)| (IllamaConfig { heads, ..base }, how)).ok_or_else(|| {
-        format!(
-            "width {} matches no preset and the file records no architecture, so the number of heads is unknown: give the architecture",
-            base.dim
-        )
-    })
+    heads
+        .map(|(heads, how)| (IllamaConfig { heads, ..base }, how))
+        .ok_or(ShapeError::HeadsUnknown { width: base.dim })
 }
 
 /// Everything but the heads from the shapes (the returned config's `heads` is 1), and the heads
@@ -192,16 +209,18 @@ pub fn infer_config(
 fn infer_shapes(
     map: &HashMap<String, Tensor>,
     metadata: &std::collections::BTreeMap<String, String>,
-) -> Result<(IllamaConfig, Option<(usize, String)>), String> {
-    let need = |name: &str| {
-        dims(map, name).ok_or_else(|| format!("no tensor '{name}': not an iLLaMA checkpoint"))
-    };
+) -> Result<(IllamaConfig, Option<(usize, String)>), ShapeError> {
+    let need = |name: &'static str| dims(map, name).ok_or(ShapeError::MissingTensor(name));
     let cls = need("cls_token")?;
     let pos = need("pos_embed")?;
     let patch = need("patch_embed.proj.weight")?;
     let fc1 = need("blocks.0.mlp.fc1.weight")?;
     let head = need("head.weight")?;
-    let dim = *cls.last().ok_or("cls_token has no dimensions")?;
+    let dim = *cls.last().ok_or_else(|| ShapeError::WrongRank {
+        tensor: "cls_token",
+        shape: cls.clone(),
+        want: "[1, 1, D]",
+    })?;
     let depth = map
         .keys()
         .filter_map(|k| {
@@ -213,12 +232,21 @@ fn infer_shapes(
         })
         .max()
         .map_or(0, |m| m + 1);
-    let tokens = pos.get(1).copied().ok_or("pos_embed is not [1, N+1, D]")?;
+    let tokens = pos.get(1).copied().ok_or_else(|| ShapeError::WrongRank {
+        tensor: "pos_embed",
+        shape: pos.clone(),
+        want: "[1, N+1, D]",
+    })?;
     let grid = ((tokens.saturating_sub(1)) as f64).sqrt().round() as usize;
-    if grid * grid + 1 != tokens || patch.len() != 4 {
-        return Err(format!(
-            "pos_embed holds {tokens} rows, not a square grid plus the class token"
-        ));
+    if grid * grid + 1 != tokens {
+        return Err(ShapeError::NotSquareGrid { tokens });
+    }
+    if patch.len() != 4 {
+        return Err(ShapeError::WrongRank {
+            tensor: "patch_embed.proj.weight",
+            shape: patch.clone(),
+            want: "[D, C, P, P]",
+        });
     }
     let (patch_size, in_chans) = (patch[2], patch[1]);
     let base = IllamaConfig {
@@ -256,7 +284,7 @@ pub fn config_of(
 ) -> Result<Option<(IllamaConfig, String)>, LoadError> {
     let (map, store) = read_tensors(path, key)?;
     let meta = store.metadata();
-    for k in ["student.config", "illama.config"] {
+    for k in illama_arch::CONFIG_METADATA_KEYS {
         if let Some(c) = meta
             .get(k)
             .and_then(|j| serde_json::from_str::<IllamaConfig>(j).ok())
@@ -275,9 +303,13 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Illama, LoadReport), Loa
         path: path.to_path_buf(),
         why,
     };
+    let shape = |why: ShapeError| LoadError::Shape {
+        path: path.to_path_buf(),
+        why,
+    };
     let (config, config_source) = match opts.config {
         Some(c) => {
-            let (shapes, _) = infer_shapes(&map, store.metadata()).map_err(&bad)?;
+            let (shapes, _) = infer_shapes(&map, store.metadata()).map_err(shape)?;
             let c = IllamaConfig {
                 img_size: shapes.img_size,
                 num_classes: shapes.num_classes,
@@ -285,7 +317,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Illama, LoadReport), Loa
             };
             (c, "given".to_string())
         }
-        None => infer_config(&map, store.metadata()).map_err(&bad)?,
+        None => infer_config(&map, store.metadata()).map_err(shape)?,
     };
     let expected = config.state_dict_shapes();
     let expected_names: std::collections::HashSet<&str> =
@@ -375,4 +407,44 @@ fn list(names: &[&str]) -> String {
         s.push_str(&format!(" and {} more", names.len() - SHOW));
     }
     s
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    fn tensors(dim: usize, tokens: usize) -> HashMap<String, Tensor> {
+        let t = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();
+        [
+            ("cls_token", t(&[1, 1, dim])),
+            ("pos_embed", t(&[1, tokens, dim])),
+            ("patch_embed.proj.weight", t(&[dim, 3, 16, 16])),
+            ("blocks.0.mlp.fc1.weight", t(&[4 * dim, dim])),
+            ("head.weight", t(&[10, dim])),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    #[test]
+    fn what_the_shapes_cannot_tell_is_a_typed_error() {
+        let none = Default::default();
+        // Width 192 is the tiny preset: its heads are known.
+        assert_eq!(infer_config(&tensors(192, 197), &none).unwrap().0.heads, 3);
+        assert_eq!(
+            infer_config(&tensors(40, 197), &none),
+            Err(ShapeError::HeadsUnknown { width: 40 })
+        );
+        assert_eq!(
+            infer_config(&tensors(192, 198), &none),
+            Err(ShapeError::NotSquareGrid { tokens: 198 })
+        );
+        let mut m = tensors(192, 197);
+        m.remove("head.weight");
+        assert_eq!(
+            infer_config(&m, &none),
+            Err(ShapeError::MissingTensor("head.weight"))
+        );
+    }
 }
