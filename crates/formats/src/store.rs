@@ -234,7 +234,7 @@ impl TensorStore {
             Format::Gguf => {
                 return Err(FormatError::Unsupported {
                     path: path.to_path_buf(),
-                    why: "a GGUF file (llama.cpp): `inspect` lists it and `select --from` selects from it; this command reads PyTorch and safetensors checkpoints only".into(),
+                    why: "a llama.cpp GGUF file, which is read for listing and weight selection only, not as a PyTorch or safetensors checkpoint".into(),
                 })
             }
             Format::Safetensors => {
