@@ -116,6 +116,9 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
         }
         match (format, loader) {
             (Some(FormatError::OutputExists { .. }), _) => Some(FORCE),
+            (Some(FormatError::Gguf { .. }), _) => Some(
+                "`illama-tools inspect FILE.gguf` lists its tensors; `illama-tools select --from FILE.gguf` selects iLLaMA weights from it",
+            ),
             (_, Some(LoaderError::Image(_))) => Some(SKIP),
             _ => None,
         }

@@ -84,6 +84,26 @@ fn failures_hint_at_the_flag_that_helps() {
         !err.contains("use --skip-bad"),
         "the library names no flag: {err}"
     );
+
+    // A GGUF file given to a command that needs a PyTorch or safetensors checkpoint.
+    let gguf = common::fixture("selection/gguf/gqa_q8_0.gguf");
+    let c = bin()
+        .args([
+            "convert",
+            gguf.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--force",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert!(!c.status.success());
+    assert!(
+        err.contains("gqa_q8_0.gguf: a llama.cpp GGUF file")
+            && err.contains("hint: `illama-tools inspect FILE.gguf`"),
+        "{err}"
+    );
 }
 
 /// An error's causes are printed once each: library errors often quote their cause in their own

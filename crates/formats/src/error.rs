@@ -35,6 +35,10 @@ pub enum FormatError {
     },
     #[error("{path}: {}", clip(.why))]
     Unsupported { path: PathBuf, why: String },
+    /// A GGUF file where a PyTorch or safetensors checkpoint is needed: GGUF is read for listing
+    /// and weight selection only ([`crate::gguf`]).
+    #[error("{path}: a llama.cpp GGUF file, which is read for listing and weight selection only, not as a PyTorch or safetensors checkpoint")]
+    Gguf { path: PathBuf },
     #[error("no tensor named '{}' in this checkpoint", excerpt(.0))]
     NoSuchTensor(String),
     #[error("{}", clip(.0))]

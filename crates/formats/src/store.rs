@@ -232,9 +232,8 @@ impl TensorStore {
         let mut added = Vec::new();
         match format {
             Format::Gguf => {
-                return Err(FormatError::Unsupported {
+                return Err(FormatError::Gguf {
                     path: path.to_path_buf(),
-                    why: "a llama.cpp GGUF file, which is read for listing and weight selection only, not as a PyTorch or safetensors checkpoint".into(),
                 })
             }
             Format::Safetensors => {
