@@ -16,7 +16,7 @@ pub mod pos_embed;
 pub use init_from::{init_from, InitReport};
 pub use load::{
     config_of, infer_config, load, parse_device, read_tensors, DeviceError, LoadError, LoadOptions,
-    LoadReport, ShapeError,
+    LoadReport, ShapeError, Shapes,
 };
 pub use model::{soft_mask, Block, DropPath, Illama, Precision, NORM_EPS};
 

@@ -186,18 +186,23 @@ pub fn read_tensors(
     Ok((out, store))
 }
 
-fn dims(map: &HashMap<String, Tensor>, name: &str) -> Option<Vec<usize>> {
-    map.get(name).map(|t| t.dims().to_vec())
+/// Tensor shapes by name: what architecture inference looks at.
+pub type Shapes = HashMap<String, Vec<usize>>;
+
+fn shapes_of(map: &HashMap<String, Tensor>) -> Shapes {
+    map.iter()
+        .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+        .collect()
 }
 
 /// The architecture the tensors describe. Heads are not visible in shapes: they come from the
 /// file's metadata (`student.config`, written by `select`), else from the preset of that width;
 /// with neither, an error that asks for `--model`.
 pub fn infer_config(
-    map: &HashMap<String, Tensor>,
+    shapes: &Shapes,
     metadata: &std::collections::BTreeMap<String, String>,
 ) -> Result<(IllamaConfig, String), ShapeError> {
-    let (base, heads) = infer_shapes(map, metadata)?;
+    let (base, heads) = infer_shapes(shapes, metadata)?;
     heads
         .map(|(heads, how)| (IllamaConfig { heads, ..base }, how))
         .ok_or(ShapeError::HeadsUnknown { width: base.dim })
@@ -207,10 +212,15 @@ pub fn infer_config(
 /// with how they were found, when the metadata or a preset tells.
 #[allow(clippy::type_complexity)]
 fn infer_shapes(
-    map: &HashMap<String, Tensor>,
+    shapes: &Shapes,
     metadata: &std::collections::BTreeMap<String, String>,
 ) -> Result<(IllamaConfig, Option<(usize, String)>), ShapeError> {
-    let need = |name: &'static str| dims(map, name).ok_or(ShapeError::MissingTensor(name));
+    let need = |name: &'static str| {
+        shapes
+            .get(name)
+            .cloned()
+            .ok_or(ShapeError::MissingTensor(name))
+    };
     let cls = need("cls_token")?;
     let pos = need("pos_embed")?;
     let patch = need("patch_embed.proj.weight")?;
@@ -221,7 +231,7 @@ fn infer_shapes(
         shape: cls.clone(),
         want: "[1, 1, D]",
     })?;
-    let depth = map
+    let depth = shapes
         .keys()
         .filter_map(|k| {
             k.strip_prefix("blocks.")?
@@ -282,7 +292,19 @@ pub fn config_of(
     path: &Path,
     key: Option<&str>,
 ) -> Result<Option<(IllamaConfig, String)>, LoadError> {
-    let (map, store) = read_tensors(path, key)?;
+    // Headers only: the tensors' data is not read.
+    let store = TensorStore::open_with(
+        path,
+        &OpenOptions {
+            key: key.map(String::from),
+            strip_prefix: None,
+        },
+    )?;
+    let shapes: Shapes = store
+        .tensors()
+        .iter()
+        .map(|t| (t.name.clone(), t.shape.clone()))
+        .collect();
     let meta = store.metadata();
     for k in illama_arch::CONFIG_METADATA_KEYS {
         if let Some(c) = meta
@@ -293,7 +315,9 @@ pub fn config_of(
             return Ok(Some((c, format!("the file's {k}"))));
         }
     }
-    Ok(infer_config(&map, meta).ok().filter(|(c, _)| c.heads > 0))
+    Ok(infer_config(&shapes, meta)
+        .ok()
+        .filter(|(c, _)| c.heads > 0))
 }
 
 /// Loads a model for inference: every expected tensor present with its shape, nothing else.
@@ -309,7 +333,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Illama, LoadReport), Loa
     };
     let (config, config_source) = match opts.config {
         Some(c) => {
-            let (shapes, _) = infer_shapes(&map, store.metadata()).map_err(shape)?;
+            let (shapes, _) = infer_shapes(&shapes_of(&map), store.metadata()).map_err(shape)?;
             let c = IllamaConfig {
                 img_size: shapes.img_size,
                 num_classes: shapes.num_classes,
@@ -317,7 +341,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Illama, LoadReport), Loa
             };
             (c, "given".to_string())
         }
-        None => infer_config(&map, store.metadata()).map_err(shape)?,
+        None => infer_config(&shapes_of(&map), store.metadata()).map_err(shape)?,
     };
     let expected = config.state_dict_shapes();
     let expected_names: std::collections::HashSet<&str> =
@@ -413,8 +437,8 @@ fn list(names: &[&str]) -> String {
 mod shape_tests {
     use super::*;
 
-    fn tensors(dim: usize, tokens: usize) -> HashMap<String, Tensor> {
-        let t = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();
+    fn tensors(dim: usize, tokens: usize) -> Shapes {
+        let t = |shape: &[usize]| shape.to_vec();
         [
             ("cls_token", t(&[1, 1, dim])),
             ("pos_embed", t(&[1, tokens, dim])),
