@@ -5,7 +5,7 @@ use crate::error::SelectError;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,9 +14,18 @@ use std::time::{Duration, Instant};
 type WorkerResult = Vec<(usize, Result<String, SelectError>)>;
 
 /// Hashing in progress: one worker per core (at most one per file), each taking the next file.
+/// Dropped before [`FileHashes::wait`] has collected every hash (the selection failed), it
+/// stops the workers at their next chunk instead of letting them read the teacher to the end.
 pub(crate) struct FileHashes {
     workers: Vec<JoinHandle<WorkerResult>>,
     files: Arc<Vec<PathBuf>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for FileHashes {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The hashes, in the order of the files given, and how long the caller waited for them.
@@ -27,13 +36,19 @@ pub(crate) struct Hashed {
 
 const CHUNK: usize = 1 << 20;
 
-fn hash_file(path: &Path) -> Result<String, SelectError> {
+fn hash_file(path: &Path, stop: &AtomicBool) -> Result<String, SelectError> {
     let io = |e: std::io::Error| SelectError::Teacher(format!("{}: {e}", path.display()));
     let mut f =
         illama_formats::input::open_regular(path).map_err(|e| SelectError::Format(e.into()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(SelectError::Teacher(format!(
+                "{}: hashing stopped",
+                path.display()
+            )));
+        }
         let n = f.read(&mut buf).map_err(io)?;
         if n == 0 {
             break;
@@ -47,10 +62,11 @@ impl FileHashes {
     pub fn spawn(files: Vec<PathBuf>) -> FileHashes {
         let files = Arc::new(files);
         let next = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let workers = (0..cores.min(files.len()))
             .map(|_| {
-                let (files, next) = (files.clone(), next.clone());
+                let (files, next, stop) = (files.clone(), next.clone(), stop.clone());
                 std::thread::spawn(move || {
                     let mut done = Vec::new();
                     loop {
@@ -58,19 +74,23 @@ impl FileHashes {
                         let Some(f) = files.get(i) else {
                             return done;
                         };
-                        done.push((i, hash_file(f)));
+                        done.push((i, hash_file(f, &stop)));
                     }
                 })
             })
             .collect();
-        FileHashes { workers, files }
+        FileHashes {
+            workers,
+            files,
+            stop,
+        }
     }
 
     /// Waits for every file's hash.
-    pub fn wait(self) -> Result<Hashed, SelectError> {
+    pub fn wait(mut self) -> Result<Hashed, SelectError> {
         let start = Instant::now();
         let mut out: Vec<Option<String>> = vec![None; self.files.len()];
-        for w in self.workers {
+        for w in std::mem::take(&mut self.workers) {
             let done = w
                 .join()
                 .map_err(|_| SelectError::Teacher("a hashing thread panicked".into()))?;

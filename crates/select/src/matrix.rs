@@ -250,9 +250,8 @@ fn pick<const N: usize>(src: &[u8], first: usize, cols: &[usize], dst: &mut [u8]
     }
 }
 
-/// Appends `v` as one element of `dtype`, rounding to nearest even as torch's casts do. A GGUF
-/// teacher's dtype is F32 whenever one of its weights is quantised, so the narrowing casts only
-/// meet F32 norms of an F16/BF16 file, which were widened from that type and come back exactly.
+/// Appends `v` as one element of `dtype`, rounding to nearest even as torch's casts do. GGUF
+/// rows are decoded to f32 and gathered in the output's dtype, so each value is rounded once.
 fn push_as(dtype: DType, v: f32, out: &mut Vec<u8>) {
     match dtype {
         DType::F32 => out.extend_from_slice(&v.to_le_bytes()),

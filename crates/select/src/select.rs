@@ -244,7 +244,7 @@ fn gather(
 /// Selects the student's weights from the teacher and writes them.
 pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectReport> {
     opts.student.validate()?;
-    let teacher = TeacherCheckpoint::open(&opts.teacher)?;
+    let mut teacher = TeacherCheckpoint::open(&opts.teacher)?;
     let tc = teacher.config.clone();
     check_fits(&tc, &opts.student)?;
     let layers = opts.layers.layers(tc.layers, opts.student.depth)?;
@@ -254,6 +254,7 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
         .hash_teacher
         .then(|| FileHashes::spawn(teacher_files.clone()));
     let out_dtype = cast_target(teacher.dtype, opts.dtype);
+    teacher.gather_in(out_dtype);
 
     // Every (teacher, student) size pair is computed once and shared by all layers.
     let mut index_sets: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -378,10 +379,10 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
     let produce = |i: usize| -> std::result::Result<Vec<u8>, FormatError> {
         let bytes = gather(&teacher, &planned[i], &index_sets, &tc, opts.student.dim)
             .map_err(|e| FormatError::Invalid(e.to_string()))?;
-        if out_dtype == teacher.dtype {
+        if out_dtype == teacher.gather_dtype() {
             Ok(bytes)
         } else {
-            cast_bytes(teacher.dtype, out_dtype, &bytes)
+            cast_bytes(teacher.gather_dtype(), out_dtype, &bytes)
         }
     };
     let bytes = std::thread::scope(|scope| {

@@ -114,6 +114,9 @@ pub struct TeacherCheckpoint {
     stores: Vec<TensorStore>,
     /// The file of a GGUF teacher.
     gguf: Option<GgufFile>,
+    /// The element type gathered rows come in: `dtype`, except for GGUF teachers, whose rows
+    /// are decoded straight into the output's type (see [`TeacherCheckpoint::gather_in`]).
+    gather_dtype: DType,
     /// `model.` for the usual Hugging Face names, empty when the checkpoint lacks it.
     hf_prefix: String,
     /// A cheap identity of the files, not their sha256: the sha256 of the index json, or of each
@@ -288,6 +291,7 @@ impl TeacherCheckpoint {
             path: path.to_path_buf(),
             layout: TeacherLayout::HuggingFace,
             dtype: q.dtype,
+            gather_dtype: q.dtype,
             config,
             stores: vec![store],
             gguf: None,
@@ -348,6 +352,7 @@ impl TeacherCheckpoint {
             path: dir.to_path_buf(),
             layout: TeacherLayout::Meta,
             dtype: q.dtype,
+            gather_dtype: q.dtype,
             config,
             stores,
             gguf: None,
@@ -379,6 +384,20 @@ impl TeacherCheckpoint {
         Ok(())
     }
 
+    /// Gather GGUF rows straight in `dtype` (the output's): decoding a row gives f32 values, so
+    /// casting those once is exact where gathering in the teacher's dtype first would round F32
+    /// norms of an F16 file through f16. Other layouts gather in the stored dtype, as stored.
+    pub(crate) fn gather_in(&mut self, dtype: DType) {
+        if self.layout == TeacherLayout::Gguf {
+            self.gather_dtype = dtype;
+        }
+    }
+
+    /// The element type gathered rows come in.
+    pub(crate) fn gather_dtype(&self) -> DType {
+        self.gather_dtype
+    }
+
     /// Number of files holding the teacher's tensors (shards of a Hugging Face checkpoint, or
     /// Meta's model-parallel `consolidated.NN.pth`).
     pub fn shard_count(&self) -> usize {
@@ -393,7 +412,11 @@ impl TeacherCheckpoint {
             out.extend(s.files().map(Path::to_path_buf));
             out.extend(s.index_file().map(Path::to_path_buf));
         }
-        out.extend(self.gguf.iter().map(|g| g.path.clone()));
+        if let Some(g) = &self.gguf {
+            // A GGUF teacher is its one file: a config.json beside it was never read.
+            out.push(g.path.clone());
+            return out;
+        }
         let dir = if self.path.is_dir() {
             self.path.clone()
         } else {
@@ -469,7 +492,7 @@ impl TeacherCheckpoint {
     pub(crate) fn matrix(&self, layer: usize, w: Weight) -> Result<Matrix<'_>> {
         Ok(Matrix {
             cols: *w.shape(&self.config).get(1).unwrap_or(&1),
-            dtype: self.dtype,
+            dtype: self.gather_dtype,
             blocks: vec![self.row_block(layer, w)?],
         })
     }
@@ -482,14 +505,14 @@ impl TeacherCheckpoint {
         }
         Ok(Matrix {
             cols: self.config.hidden,
-            dtype: self.dtype,
+            dtype: self.gather_dtype,
             blocks,
         })
     }
 
     fn row_block(&self, layer: usize, w: Weight) -> Result<RowBlock<'_>> {
         if let Some(file) = &self.gguf {
-            return gguf::row_block(file, &self.config, self.dtype, layer, w);
+            return gguf::row_block(file, &self.config, self.gather_dtype, layer, w);
         }
         let shape = w.shape(&self.config);
         let (rows, cols) = (shape[0], *shape.get(1).unwrap_or(&1));

@@ -186,3 +186,44 @@ fn a_folder_holding_one_gguf_is_that_file_and_other_files_are_refused_by_name() 
     }
     assert!(!dir.path().join("x.safetensors").exists());
 }
+
+/// An F16 file with F32 norms f16 cannot hold: `--dtype f32` keeps them exact (rows decoded
+/// straight into the output's type), the default F16 rounds them once, as torch's `.half()`.
+#[test]
+fn f32_norms_of_an_f16_file_are_rounded_at_most_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = fixtures().join("gguf");
+    for (dtype, want) in [
+        (Some(DType::F32), "expected_f16_f32norms_f32.safetensors"),
+        (None, "expected_f16_f32norms_f16.safetensors"),
+    ] {
+        let out = dir.path().join(format!("{dtype:?}.safetensors"));
+        run(
+            &g.join("f16_f32norms.gguf"),
+            student(32, 1, 1, 96),
+            &out,
+            dtype,
+        );
+        assert_same_tensors(&out, &g.join(want));
+    }
+}
+
+/// A small file claiming more layers than it holds is refused before any loop over them.
+#[test]
+fn a_block_count_beyond_the_tensors_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(fixtures().join("gguf/gqa_f16.gguf")).unwrap();
+    // llama.block_count is a u32 value right after its key.
+    let key = b"llama.block_count";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len() + 4;
+    bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let path = dir.path().join("huge.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    let start = std::time::Instant::now();
+    let err = select_error(&path, &dir.path().join("x.safetensors"));
+    assert!(err.contains("llama.block_count is 4294967295"), "{err}");
+    assert!(
+        start.elapsed().as_secs() < 30,
+        "a hostile header must not cost this long"
+    );
+}

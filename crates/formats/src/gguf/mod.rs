@@ -119,6 +119,8 @@ pub struct GgufFile {
     pub data_start: u64,
     pub metadata: BTreeMap<String, GgufValue>,
     pub tensors: Vec<GgufTensor>,
+    /// Index into `tensors` by name.
+    by_name: std::collections::HashMap<String, usize>,
     file: File,
 }
 
@@ -263,7 +265,7 @@ impl GgufFile {
                     why: "GGUF version 1 (2023's first llama.cpp files) is not read; convert it again with a current llama.cpp".into(),
                 })
             }
-            v if v.swap_bytes() <= 3 => {
+            v if v != 0 && v.swap_bytes() <= 3 => {
                 return Err(FormatError::Unsupported {
                     path: path.into(),
                     why: "a big-endian GGUF file; only little-endian files are read".into(),
@@ -329,6 +331,11 @@ impl GgufFile {
         for (name, dims, type_id, offset) in records {
             let ggml_type = GgmlType::from_id(type_id)
                 .ok_or_else(|| bad(path, &name, format!("unknown ggml type {type_id}")))?;
+            // A zero dimension would let the other dimensions' product overflow unnoticed;
+            // llama.cpp writes none.
+            if dims.contains(&0) {
+                return Err(bad(path, &name, format!("dimensions {dims:?} include 0")));
+            }
             let numel = dims
                 .iter()
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d))
@@ -377,6 +384,11 @@ impl GgufFile {
             });
         }
         check_overlaps(path, &tensors)?;
+        let by_name = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
         Ok(GgufFile {
             path: path.to_path_buf(),
             version,
@@ -385,12 +397,13 @@ impl GgufFile {
             data_start,
             metadata,
             tensors,
+            by_name,
             file,
         })
     }
 
     pub fn tensor(&self, name: &str) -> Option<&GgufTensor> {
-        self.tensors.iter().find(|t| t.name == name)
+        self.by_name.get(name).map(|&i| &self.tensors[i])
     }
 
     /// A metadata value that must be a non-negative integer.
@@ -448,12 +461,11 @@ impl GgufFile {
             });
         }
         if out.len() != t.row_len() {
-            return Err(FormatError::Invalid(format!(
-                "a row of '{}' has {} elements, not {}",
-                excerpt(&t.name),
-                t.row_len(),
-                out.len()
-            )));
+            return Err(bad(
+                &self.path,
+                &t.name,
+                format!("a row has {} elements, not {}", t.row_len(), out.len()),
+            ));
         }
         self.read_rows(t, row, 1, scratch)?;
         dequantize(t.ggml_type, scratch, out);

@@ -81,9 +81,18 @@ impl GgmlType {
             28 => F64,
             29 => other("IQ1_M", 256, 56),
             30 => BF16,
+            // Repacked layouts llama.cpp wrote in 2024 and later removed: blocks of Q4_0/IQ4_NL size.
+            31 => other("Q4_0_4_4", 32, 18),
+            32 => other("Q4_0_4_8", 32, 18),
+            33 => other("Q4_0_8_8", 32, 18),
             34 => other("TQ1_0", 256, 54),
             35 => other("TQ2_0", 256, 66),
+            36 => other("IQ4_NL_4_4", 32, 18),
+            37 => other("IQ4_NL_4_8", 32, 18),
+            38 => other("IQ4_NL_8_8", 32, 18),
             39 => other("MXFP4", 32, 17),
+            40 => other("NVFP4", 64, 36),
+            41 => other("Q1_0", 128, 18),
             _ => return None,
         })
     }
@@ -160,10 +169,14 @@ impl GgmlType {
         )
     }
 
-    /// Bytes of `elems` elements (a multiple of the block size).
+    /// Bytes of `elems` elements (a multiple of the block size); `None` when not a multiple or
+    /// too large.
     pub fn bytes_for(self, elems: u64) -> Option<u64> {
         let (be, bb) = self.block();
-        (elems % be as u64 == 0).then(|| elems / be as u64 * bb as u64)
+        if elems % be as u64 != 0 {
+            return None;
+        }
+        (elems / be as u64).checked_mul(bb as u64)
     }
 }
 

@@ -93,6 +93,7 @@ impl TeacherCheckpoint {
             layout: TeacherLayout::Gguf,
             config,
             dtype,
+            gather_dtype: dtype,
             stores: Vec::new(),
             gguf: Some(file),
             hf_prefix: String::new(),
@@ -149,10 +150,33 @@ fn config(file: &GgufFile) -> Result<TeacherConfig> {
             "llama.embedding_length {hidden} does not split into {heads} heads of an even size"
         )));
     }
+    // The rotary permutation is undone per head: a head size other than hidden / heads
+    // (Mistral-Nemo's 128 for 5120 / 32) would be undone wrongly.
+    for key in ["llama.rope.dimension_count", "llama.attention.key_length"] {
+        if let Some(v) = file.get_u64(key)? {
+            if v != (hidden / heads) as u64 {
+                return Err(err(format!(
+                    "{key} is {v}, not embedding_length / head_count = {}: heads of another size than the model width allows are not supported",
+                    hidden / heads
+                )));
+            }
+        }
+    }
+    let layers = need("block_count")?;
+    // Every layer holds at least its 9 weights; checked before any loop over the layers, so
+    // that a small file claiming 2^40 layers is refused at once.
+    if layers > file.tensors.len() / 9 || file.tensor(&tensor_name(layers - 1, Weight::Q)).is_none()
+    {
+        return Err(err(format!(
+            "llama.block_count is {layers}, but the file has no {} ({} tensors in all)",
+            tensor_name(layers - 1, Weight::Q),
+            file.tensors.len()
+        )));
+    }
     Ok(TeacherConfig {
         hidden,
         intermediate: need("feed_forward_length")?,
-        layers: need("block_count")?,
+        layers,
         heads: Some(heads),
         kv_heads: Some(kv_heads),
         kv_dim: kv_heads * (hidden / heads),
