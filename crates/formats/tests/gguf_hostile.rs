@@ -293,3 +293,45 @@ fn types_this_tool_cannot_dequantise_are_named() {
         "{err}"
     );
 }
+
+/// Long arrays (vocabularies) are checked and skipped, keeping their length only, so that
+/// memory does not grow with them; a lie inside one is still found.
+#[test]
+fn long_arrays_keep_their_length_only() {
+    use illama_formats::gguf::GgufValue;
+    let dir = tempfile::tempdir().unwrap();
+    let mut strings = 8u32.to_le_bytes().to_vec();
+    strings.extend(5000u64.to_le_bytes());
+    for i in 0..5000 {
+        strings.extend(string(&format!("tok{i}")));
+    }
+    let mut bytes_array = 0u32.to_le_bytes().to_vec();
+    bytes_array.extend(100_000u64.to_le_bytes());
+    bytes_array.extend(vec![7u8; 100_000]);
+    let g = valid()
+        .kv_raw("tokenizer.ggml.tokens", 9, &strings)
+        .kv_raw("blob", 9, &bytes_array);
+    let f = open(dir.path(), "long.gguf", &g.bytes()).unwrap();
+    assert_eq!(
+        f.metadata["tokenizer.ggml.tokens"],
+        GgufValue::LongArray {
+            element: "strings",
+            len: 5000
+        }
+    );
+    assert_eq!(f.metadata["blob"].summary(), "[100000 integers]");
+    assert_eq!(f.tensors.len(), 2);
+
+    // The last string claims more bytes than the file holds.
+    let mut lying = strings.clone();
+    let cut = lying.len() - "tok4999".len() - 8;
+    lying.truncate(cut);
+    lying.extend((1u64 << 40).to_le_bytes());
+    let err = open(
+        dir.path(),
+        "lie.gguf",
+        &valid().kv_raw("t", 9, &lying).bytes(),
+    )
+    .unwrap_err();
+    assert!(err.contains("needs 1099511627776 bytes"), "{err}");
+}

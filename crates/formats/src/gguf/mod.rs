@@ -41,6 +41,53 @@ pub enum GgufValue {
     Bool(bool),
     String(String),
     Array(Vec<GgufValue>),
+    /// An array longer than [`KEPT_ARRAY_LEN`]: its element kind and length only.
+    LongArray {
+        element: &'static str,
+        len: u64,
+    },
+}
+
+/// Arrays longer than this keep their length only ([`GgufValue::LongArray`]).
+pub const KEPT_ARRAY_LEN: u64 = 1024;
+
+/// Bytes of one element of a fixed-size metadata type.
+fn fixed_size(ty: u32) -> Option<u64> {
+    match ty {
+        0 | 1 | 7 => Some(1),
+        2 | 3 => Some(2),
+        4..=6 => Some(4),
+        10..=12 => Some(8),
+        _ => None,
+    }
+}
+
+/// Fixed-size elements are skipped in one run; strings and arrays one at a time.
+fn element_runs(ty: u32, count: u64) -> u64 {
+    if fixed_size(ty).is_some() {
+        1
+    } else {
+        count
+    }
+}
+
+fn run_len(ty: u32, count: u64) -> u64 {
+    if fixed_size(ty).is_some() {
+        count
+    } else {
+        1
+    }
+}
+
+fn element_name(ty: u32) -> &'static str {
+    match ty {
+        0..=5 | 10 | 11 => "integers",
+        6 | 12 => "floats",
+        7 => "bools",
+        8 => "strings",
+        9 => "arrays",
+        _ => "values",
+    }
 }
 
 impl GgufValue {
@@ -71,6 +118,7 @@ impl GgufValue {
                 };
                 format!("[{} {kind}]", items.len())
             }
+            GgufValue::LongArray { element, len } => format!("[{len} {element}]"),
             GgufValue::String(s) => excerpt(s),
             v => serde_json::to_string(v).unwrap_or_default(),
         }
@@ -178,6 +226,59 @@ impl Header<'_> {
         String::from_utf8(b).map_err(|_| self.corrupt(format!("{what} at byte {at} is not UTF-8")))
     }
 
+    fn skip(&mut self, n: u64, what: &str) -> Result<()> {
+        if n > self.left() {
+            return Err(self.corrupt(format!(
+                "{what} at byte {} needs {n} bytes, only {} are left",
+                self.pos,
+                self.left()
+            )));
+        }
+        self.r
+            .seek_relative(n as i64)
+            .map_err(|e| FormatError::io(self.path, e))?;
+        self.pos += n;
+        Ok(())
+    }
+
+    /// Checks and skips `count` values of type `ty` (one string or array when `ty` is one).
+    fn skip_value(&mut self, ty: u32, key: &str, depth: usize, count: u64) -> Result<()> {
+        if let Some(size) = fixed_size(ty) {
+            return self.skip(count.saturating_mul(size), key);
+        }
+        match ty {
+            8 => {
+                let n = self.u64(key)?;
+                self.skip(n, key)
+            }
+            9 => {
+                if depth >= MAX_NESTING {
+                    return Err(self.corrupt(format!(
+                        "'{}': arrays nested more than {MAX_NESTING} deep",
+                        excerpt(key)
+                    )));
+                }
+                let elem = self.u32(key)?;
+                let n = self.u64(key)?;
+                if fixed_size(elem).is_none() && n > self.left() / 8 {
+                    return Err(self.corrupt(format!(
+                        "'{}': an array of {n} elements does not fit in the {} bytes left",
+                        excerpt(key),
+                        self.left()
+                    )));
+                }
+                for _ in 0..element_runs(elem, n) {
+                    self.skip_value(elem, key, depth + 1, run_len(elem, n))?;
+                }
+                Ok(())
+            }
+            t => Err(self.corrupt(format!(
+                "'{}': unknown metadata value type {t}",
+                excerpt(key)
+            ))),
+        }
+    }
+
     /// A value of GGUF type `ty`.
     fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<GgufValue> {
         use GgufValue::*;
@@ -218,6 +319,17 @@ impl Header<'_> {
                         excerpt(key),
                         self.left()
                     )));
+                }
+                if count > KEPT_ARRAY_LEN {
+                    // Vocabularies and the like: checked and skipped, only their length kept,
+                    // so that memory does not grow with them (a value is 32 bytes here).
+                    for _ in 0..element_runs(elem, count) {
+                        self.skip_value(elem, key, depth + 1, run_len(elem, count))?;
+                    }
+                    return Ok(LongArray {
+                        element: element_name(elem),
+                        len: count,
+                    });
                 }
                 let mut items = Vec::with_capacity(count as usize);
                 for _ in 0..count {
