@@ -242,6 +242,20 @@ fn hostile_files_are_refused_with_a_reason() {
             "'a' appears twice",
         ),
         (
+            "zero_dim",
+            valid().tensor("c", &[0, 1 << 40, 1 << 40], 0, 128).bytes(),
+            "include 0",
+        ),
+        (
+            "version0",
+            {
+                let mut g = valid();
+                g.version = 0;
+                g.bytes()
+            },
+            "GGUF version 0",
+        ),
+        (
             "dims_overflow",
             valid().tensor("c", &[u64::MAX, u64::MAX], 0, 128).bytes(),
             "too large",
