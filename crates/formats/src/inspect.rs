@@ -52,7 +52,7 @@ pub struct InspectReport {
 }
 
 pub fn inspect(path: &Path, opts: &OpenOptions) -> Result<InspectReport> {
-    if path.is_file() && is_gguf_file(path)? {
+    if path.is_file() && crate::gguf::is_gguf_file(path)? {
         if opts.key.is_some() || opts.strip_prefix.is_some() {
             return Err(crate::FormatError::Invalid(format!(
                 "{}: a GGUF file has no entries to choose and no name prefixes to strip",
@@ -112,15 +112,6 @@ pub fn inspect(path: &Path, opts: &OpenOptions) -> Result<InspectReport> {
         metadata: store.metadata().clone(),
         warnings: store.warnings(),
     })
-}
-
-fn is_gguf_file(path: &Path) -> Result<bool> {
-    use std::io::Read;
-    let mut head = [0u8; 4];
-    let n = crate::input::open_regular(path)?
-        .read(&mut head)
-        .map_err(|e| crate::FormatError::io(path, e))?;
-    Ok(crate::gguf::is_gguf(&head[..n]))
 }
 
 /// A GGUF file's tensors with their ggml types, and its metadata (long arrays summarised).

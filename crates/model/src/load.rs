@@ -158,18 +158,23 @@ fn candle_dtype(d: illama_formats::DType) -> Option<DType> {
     })
 }
 
-/// Every tensor of a checkpoint as a CPU candle tensor, by name.
-pub fn read_tensors(
-    path: &Path,
-    key: Option<&str>,
-) -> Result<(HashMap<String, Tensor>, TensorStore), LoadError> {
-    let store = TensorStore::open_with(
+/// The checkpoint at `path`, its tensors taken from entry `key` (default: automatic).
+fn open_store(path: &Path, key: Option<&str>) -> Result<TensorStore, LoadError> {
+    Ok(TensorStore::open_with(
         path,
         &OpenOptions {
             key: key.map(String::from),
             strip_prefix: None,
         },
-    )?;
+    )?)
+}
+
+/// Every tensor of a checkpoint as a CPU candle tensor, by name.
+pub fn read_tensors(
+    path: &Path,
+    key: Option<&str>,
+) -> Result<(HashMap<String, Tensor>, TensorStore), LoadError> {
+    let store = open_store(path, key)?;
     let mut out = HashMap::with_capacity(store.tensors().len());
     for t in store.tensors() {
         let dtype = candle_dtype(t.dtype).ok_or_else(|| LoadError::Checkpoint {
@@ -293,13 +298,7 @@ pub fn config_of(
     key: Option<&str>,
 ) -> Result<Option<(IllamaConfig, String)>, LoadError> {
     // Headers only: the tensors' data is not read.
-    let store = TensorStore::open_with(
-        path,
-        &OpenOptions {
-            key: key.map(String::from),
-            strip_prefix: None,
-        },
-    )?;
+    let store = open_store(path, key)?;
     let shapes: Shapes = store
         .tensors()
         .iter()

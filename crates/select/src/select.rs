@@ -364,7 +364,7 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
         );
     }
     progress.begin("selecting", total);
-    let policy = OutputPolicy::new(opts.force).protect(teacher.files());
+    let policy = OutputPolicy::new(opts.force).protect(&teacher_files);
     let mut file = AtomicFile::create(&output, &policy)?;
 
     // One thread gathers the tensors, in the order the writer takes them, while this one writes:

@@ -246,7 +246,7 @@ impl TeacherCheckpoint {
                     .is_some_and(|n| n.to_string_lossy().starts_with("consolidated.")));
         if is_meta {
             Self::open_meta(&dir, &meta_shards)
-        } else if path.is_file() && gguf::starts_like_gguf(path)? {
+        } else if path.is_file() && illama_formats::gguf::is_gguf_file(path)? {
             Self::open_gguf(path)
         } else if let Some(file) = gguf::only_gguf_in(path)? {
             Self::open_gguf(&file)

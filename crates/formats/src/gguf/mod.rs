@@ -177,6 +177,15 @@ pub fn is_gguf(head: &[u8]) -> bool {
     head.starts_with(MAGIC)
 }
 
+/// Whether the regular file at `path` starts with the GGUF magic.
+pub fn is_gguf_file(path: &Path) -> Result<bool> {
+    let mut head = [0u8; 4];
+    let n = crate::input::open_regular(path)?
+        .read(&mut head)
+        .map_err(|e| FormatError::io(path, e))?;
+    Ok(is_gguf(&head[..n]))
+}
+
 /// Reads the header, counting bytes and refusing anything longer than what is left of the file.
 struct Header<'p> {
     path: &'p Path,
@@ -226,6 +235,20 @@ impl Header<'_> {
         String::from_utf8(b).map_err(|_| self.corrupt(format!("{what} at byte {at} is not UTF-8")))
     }
 
+    /// Every element takes at least its fixed size (strings and arrays at least their 8-byte
+    /// length), so a count the rest of the file cannot hold is refused before anything is
+    /// allocated or looped over.
+    fn check_array_fits(&self, elem: u32, count: u64, key: &str) -> Result<()> {
+        if count.saturating_mul(fixed_size(elem).unwrap_or(8)) > self.left() {
+            return Err(self.corrupt(format!(
+                "'{}': an array of {count} elements does not fit in the {} bytes left",
+                excerpt(key),
+                self.left()
+            )));
+        }
+        Ok(())
+    }
+
     fn skip(&mut self, n: u64, what: &str) -> Result<()> {
         if n > self.left() {
             return Err(self.corrupt(format!(
@@ -260,13 +283,7 @@ impl Header<'_> {
                 }
                 let elem = self.u32(key)?;
                 let n = self.u64(key)?;
-                if fixed_size(elem).is_none() && n > self.left() / 8 {
-                    return Err(self.corrupt(format!(
-                        "'{}': an array of {n} elements does not fit in the {} bytes left",
-                        excerpt(key),
-                        self.left()
-                    )));
-                }
+                self.check_array_fits(elem, n, key)?;
                 for _ in 0..element_runs(elem, n) {
                     self.skip_value(elem, key, depth + 1, run_len(elem, n))?;
                 }
@@ -305,21 +322,7 @@ impl Header<'_> {
                 }
                 let elem = self.u32(key)?;
                 let count = self.u64(key)?;
-                // Every element takes at least one byte (strings and arrays at least 8), so a
-                // count the rest of the file cannot hold is refused before allocating.
-                let min = match elem {
-                    0 | 1 | 7 => 1,
-                    2 | 3 => 2,
-                    4..=6 => 4,
-                    _ => 8,
-                };
-                if count.saturating_mul(min) > self.left() {
-                    return Err(self.corrupt(format!(
-                        "'{}': an array of {count} elements does not fit in the {} bytes left",
-                        excerpt(key),
-                        self.left()
-                    )));
-                }
+                self.check_array_fits(elem, count, key)?;
                 if count > KEPT_ARRAY_LEN {
                     // Vocabularies and the like: checked and skipped, only their length kept,
                     // so that memory does not grow with them (a value is 32 bytes here).

@@ -6,21 +6,9 @@ use super::{
 };
 use crate::error::SelectError;
 use crate::matrix::{RowBlock, RowSource};
-use illama_formats::gguf::{is_gguf, GgmlType, GgufFile};
+use illama_formats::gguf::{GgmlType, GgufFile};
 use illama_formats::DType;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-
-/// Whether the file at `path` starts with the GGUF magic.
-pub(super) fn starts_like_gguf(path: &Path) -> Result<bool> {
-    let mut head = [0u8; 4];
-    let mut f =
-        illama_formats::input::open_regular(path).map_err(|e| SelectError::Format(e.into()))?;
-    let n = f
-        .read(&mut head)
-        .map_err(|e| SelectError::Teacher(format!("{}: {e}", path.display())))?;
-    Ok(is_gguf(&head[..n]))
-}
 
 /// The one `.gguf` file of a folder that holds no other checkpoint (no `config.json`,
 /// safetensors or `.bin`), so that `--from folder/` works as it does for the other layouts.
