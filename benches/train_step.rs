@@ -11,15 +11,15 @@
 //!
 //! ILLAMA_BENCH_PRESETS=tiny cargo bench --bench train_step
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use illama_arch::Preset;
 use illama_data::mix::Mixup;
 use illama_data::train::TrainTransform;
 use illama_data::{load_batches, Dataset, EpochSampler, LoaderOptions, Plan};
-use illama_model::{DropPath, Illama};
+use illama_model::Illama;
 use illama_train::epoch::{train_epoch, EpochOptions, Schedules};
-use illama_train::loss::soft_target_cross_entropy;
 use illama_train::optim::{AdamW, AdamWConfig};
+use illama_train::step_timing::{synthetic_batch, time_train_steps};
 use std::path::Path;
 use std::time::Instant;
 
@@ -53,42 +53,16 @@ fn main() -> candle_core::Result<()> {
     for preset in presets {
         let (model, named) = Illama::trainable(preset.config(), &Device::Cpu, 0)?;
         let mut opt = AdamW::new(named, AdamWConfig::default())?;
-        let x = Tensor::randn(0f32, 1f32, (batch, 3, 224, 224), &Device::Cpu)?;
-        let labels: Vec<i64> = (0..batch as i64).map(|i| (i * 37) % 1000).collect();
-        let targets = illama_data::mix::mixup_target(&labels, 1000, 0.7, 0.1)
-            .map_err(candle_core::Error::wrap)?;
-        let t = Tensor::from_vec(targets, (batch, 1000), &Device::Cpu)?;
+        let (x, t) = synthetic_batch(batch, 224, &Device::Cpu)?;
         let drop = drop_path_of(preset);
-        let (mut fwd, mut bwd, mut upd) = (Vec::new(), Vec::new(), Vec::new());
-        for i in 0..=iters {
-            let start = Instant::now();
-            let logits = model.forward_train(
-                &x,
-                0.5,
-                DropPath {
-                    rate: drop,
-                    seed: i as u64,
-                },
-            )?;
-            let loss = soft_target_cross_entropy(&logits, &t)?;
-            loss.to_scalar::<f32>()?;
-            let f = start.elapsed().as_secs_f64();
-            let grads = loss.backward()?;
-            let g: Vec<Option<Tensor>> = opt
-                .params
-                .iter()
-                .map(|p| grads.get(p.var.as_tensor()).cloned())
-                .collect();
-            let b = start.elapsed().as_secs_f64() - f;
-            opt.step(&g, 1e-3, 0.05)?;
-            let u = start.elapsed().as_secs_f64() - f - b;
-            if i > 0 {
-                fwd.push(f);
-                bwd.push(b);
-                upd.push(u);
-            }
-        }
-        let total: Vec<f64> = (0..iters).map(|i| fwd[i] + bwd[i] + upd[i]).collect();
+        // One untimed step first, then `iters` timed ones.
+        let times = time_train_steps(&model, &mut opt, &x, &t, drop, 1e-3, 1, iters)?;
+        let (total, fwd, bwd, upd) = (
+            times.steps(),
+            times.forward,
+            times.backward,
+            times.optimiser,
+        );
         let step = median(total);
         println!(
             "candle {:<5} step {step:.3} s ({:.1} images/s): forward {:.3} backward {:.3} optimiser {:.3}",

@@ -4,11 +4,10 @@
 //! targets, backward, AdamW with the recipe's groups.
 
 use crate::commands::{parse_model, parse_positive};
-use candle_core::{DType, Device, Tensor};
 use illama_arch::IllamaConfig;
-use illama_model::{parse_device, DropPath, Illama, Precision};
-use illama_train::loss::soft_target_cross_entropy;
+use illama_model::{parse_device, Illama, Precision};
 use illama_train::optim::{AdamW, AdamWConfig};
+use illama_train::step_timing::{synthetic_batch, time_train_steps};
 use std::time::Instant;
 
 /// Time training steps on random images (no data loading).
@@ -70,46 +69,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut opt = AdamW::new(named, AdamWConfig::default())?;
     let b = a.batch_size;
     let s = a.input_size;
-    let x = Tensor::randn(0f32, 1f32, (b, 3, s, s), &Device::Cpu)?.to_device(&device)?;
-    let labels: Vec<i64> = (0..b as i64).map(|i| (i * 37) % 1000).collect();
-    let targets = illama_data::mix::mixup_target(&labels, 1000, 0.7, 0.1)?;
-    let t = Tensor::from_vec(targets, (b, 1000), &Device::Cpu)?.to_device(&device)?;
-    let (mut fwd, mut bwd, mut upd) = (Vec::new(), Vec::new(), Vec::new());
+    let (x, t) = synthetic_batch(b, s, &device)?;
     let started = Instant::now();
-    let mut last_loss = f32::NAN;
-    for i in 0..a.warmup + a.steps {
-        let start = Instant::now();
-        let logits = model.forward_train(
-            &x,
-            0.5,
-            DropPath {
-                rate: drop,
-                seed: i as u64,
-            },
-        )?;
-        let loss = soft_target_cross_entropy(&logits, &t)?;
-        // Reading the loss waits for the forward pass (as the trainer does each step).
-        last_loss = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        let f = start.elapsed().as_secs_f64();
-        let grads = loss.backward()?;
-        let g: Vec<Option<Tensor>> = opt
-            .params
-            .iter()
-            .map(|p| grads.get(p.var.as_tensor()).cloned())
-            .collect();
-        device.synchronize()?;
-        let bw = start.elapsed().as_secs_f64() - f;
-        opt.step(&g, 1e-4, 0.05)?;
-        device.synchronize()?;
-        let u = start.elapsed().as_secs_f64() - f - bw;
-        if i >= a.warmup {
-            fwd.push(f);
-            bwd.push(bw);
-            upd.push(u);
-        }
-    }
-    let total: Vec<f64> = (0..a.steps).map(|i| fwd[i] + bwd[i] + upd[i]).collect();
-    let step = median(total);
+    let times = time_train_steps(&model, &mut opt, &x, &t, drop, 1e-4, a.warmup, a.steps)?;
+    let step = median(times.steps());
+    let (fwd, bwd, upd, last_loss) = (
+        times.forward,
+        times.backward,
+        times.optimiser,
+        times.last_loss,
+    );
     let rate = b as f64 / step;
     if a.json {
         let out = serde_json::json!({

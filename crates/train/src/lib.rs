@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod optim;
 pub mod run;
 pub mod schedule;
+pub mod step_timing;
 
 pub use eval::{evaluate, EvalError, EvalReport};
 pub use metrics::MetricsError;
