@@ -5,6 +5,7 @@
 //! This crate owns the network and its weights. It knows nothing of images on disk, datasets or
 //! training schedules; it uses `arch` for shapes and `formats` for files.
 
+mod cpu_train;
 pub mod fused;
 pub mod init;
 mod init_from;
@@ -18,7 +19,7 @@ pub use load::{
     config_of, infer_config, load, parse_device, read_tensors, DeviceError, LoadError, LoadOptions,
     LoadReport, ShapeError, Shapes,
 };
-pub use model::{soft_mask, Block, DropPath, Illama, Precision, NORM_EPS};
+pub use model::{soft_mask, Block, DropPath, Illama, Precision, TrainForward, NORM_EPS};
 
 /// Keeps glibc's allocator from handing every large activation buffer back to the kernel.
 ///

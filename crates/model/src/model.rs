@@ -2,7 +2,8 @@
 //! blocks with a soft causal mask, RMSNorm, and a head on the last token.
 
 use crate::layers::{Attention, Linear, Mlp, RmsNorm, Rope};
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::VarBuilder;
 use illama_arch::IllamaConfig;
 use rand::{Rng, SeedableRng};
@@ -55,24 +56,34 @@ impl Block {
 /// Zeroes each sample's residual branch with probability `p`, scaling survivors by 1/(1-p), as
 /// timm's `drop_path` does (a sample survives when `keep + U[0,1)` floors to 1, i.e. `u >= p`).
 fn drop_path(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
-    if p <= 0.0 {
-        return Ok(x.clone());
-    }
     let b = x.dim(0)?;
-    let keep = 1.0 - p;
-    let scale: Vec<f32> = (0..b)
-        .map(|_| {
-            if rng.random::<f64>() >= p {
-                (1.0 / keep) as f32
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let Some(scale) = drop_path_factors(b, p, rng) else {
+        return Ok(x.clone());
+    };
     let mut shape = vec![b];
     shape.resize(x.rank(), 1);
     let scale = Tensor::from_vec(scale, shape, x.device())?.to_dtype(x.dtype())?;
     x.broadcast_mul(&scale)
+}
+
+/// The per-sample factors of [`drop_path`] (0 or `1 / (1 - p)`), drawing `batch` numbers from
+/// `rng`; `None` (drawing nothing) when `p` is 0.
+fn drop_path_factors(batch: usize, p: f64, rng: &mut ChaCha8Rng) -> Option<Vec<f32>> {
+    if p <= 0.0 {
+        return None;
+    }
+    let keep = 1.0 - p;
+    Some(
+        (0..batch)
+            .map(|_| {
+                if rng.random::<f64>() >= p {
+                    (1.0 / keep) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Stochastic depth for one training forward pass: the run's current rate (block `i` of `L`
@@ -110,6 +121,45 @@ pub fn soft_mask(n: usize, r: f64, device: &Device, dtype: DType) -> Result<Opti
         })
         .collect();
     Ok(Some(Tensor::from_vec(v, (n, n), device)?.to_dtype(dtype)?))
+}
+
+/// The logits of a training forward pass, and what its backward pass needs.
+pub struct TrainForward {
+    pub logits: Tensor,
+    /// The blocks' pass when it ran on the hand-written CPU path; `None`: all in candle's graph.
+    blocks: Option<BlocksPass>,
+}
+
+struct BlocksPass {
+    /// The blocks' input, in candle's graph (patch embedding, class token, positions).
+    tokens: Tensor,
+    /// The blocks' output, a leaf of the graph of the final norm, the head and the loss.
+    blocks_out: Var,
+    tape: crate::cpu_train::BlocksTape,
+}
+
+impl TrainForward {
+    /// The gradient of `loss` (computed from [`TrainForward::logits`]) for every parameter.
+    pub fn backward(self, loss: &Tensor) -> Result<GradStore> {
+        let Some(pass) = self.blocks else {
+            return loss.backward();
+        };
+        // The head's part on candle's autograd, then the blocks by hand, then the embedding's
+        // part on candle's autograd again, through `sum(tokens * d_tokens)`.
+        let mut grads = loss.backward()?;
+        let d_out = match grads.remove(pass.blocks_out.as_tensor()) {
+            Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
+            None => vec![0f32; pass.blocks_out.elem_count()],
+        };
+        let (d_tokens, params) = pass.tape.backward(d_out)?;
+        for (param, g) in params {
+            let g = Tensor::from_vec(g, param.shape(), param.device())?;
+            grads.insert(&param, g);
+        }
+        let d_tokens = Tensor::from_vec(d_tokens, pass.tokens.shape(), pass.tokens.device())?;
+        grads.extend((pass.tokens * d_tokens)?.sum_all()?.backward()?)?;
+        Ok(grads)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -295,13 +345,86 @@ impl Illama {
         self.run(images, r, Some(drop))
     }
 
+    /// A training forward pass whose [`TrainForward::backward`] gives every parameter's
+    /// gradient. On the CPU in f32 the blocks run on the hand-written path of `cpu_train`
+    /// (several times faster backward than candle's autograd); elsewhere this is
+    /// [`Illama::forward_train`] and candle's autograd.
+    pub fn train_forward(&self, images: &Tensor, r: f64, drop: DropPath) -> Result<TrainForward> {
+        let hand_written = matches!(self.device(), Device::Cpu)
+            && self.dtype() == DType::F32
+            && self.precision == Precision::F32;
+        if !hand_written {
+            return Ok(TrainForward {
+                logits: self.forward_train(images, r, drop)?,
+                blocks: None,
+            });
+        }
+        let x0 = self.tokens(&images.to_dtype(self.dtype())?)?;
+        let (b, n, c) = x0.dims3()?;
+        let mask = soft_mask(n, r, self.device(), DType::F32)?
+            .map(|m| m.flatten_all()?.to_vec1::<f32>())
+            .transpose()?;
+        let rates = drop.block_rates(self.blocks.len());
+        let mut rng = ChaCha8Rng::seed_from_u64(drop.seed);
+        let keep = rates
+            .iter()
+            .map(|&p| {
+                let attn = drop_path_factors(b, p, &mut rng);
+                crate::cpu_train::DropFactors {
+                    attn,
+                    mlp: drop_path_factors(b, p, &mut rng),
+                }
+            })
+            .collect();
+        let dims = crate::cpu_train::Dims {
+            batch: b,
+            tokens: n,
+            dim: c,
+            heads: self.config.heads,
+            hidden: self.config.mlp_hidden,
+        };
+        let (out, tape) = crate::cpu_train::BlocksTape::forward(
+            &self.blocks,
+            dims,
+            x0.flatten_all()?.to_vec1::<f32>()?,
+            mask,
+            (&self.rope.cos, &self.rope.sin),
+            keep,
+            NORM_EPS,
+        )?;
+        let blocks_out = Var::from_vec(out, (b, n, c), self.device())?;
+        let logits = self.head_of(blocks_out.as_tensor(), n, true)?;
+        Ok(TrainForward {
+            logits,
+            blocks: Some(BlocksPass {
+                tokens: x0,
+                blocks_out,
+                tape,
+            }),
+        })
+    }
+
+    /// Patch embedding, the class token appended last and the positions: [B, N, D].
+    fn tokens(&self, images: &Tensor) -> Result<Tensor> {
+        let x = self.patch_embed(images)?;
+        let b = x.dim(0)?;
+        let cls = self.cls_token.broadcast_as((b, 1, self.config.dim))?;
+        Tensor::cat(&[&x, &cls], 1)?.broadcast_add(&self.pos_embed)
+    }
+
+    /// The final norm and the head on the last of `n` tokens.
+    fn head_of(&self, x: &Tensor, n: usize, train: bool) -> Result<Tensor> {
+        let x = self.norm.forward(x, !train)?;
+        let last = x.narrow(1, n - 1, 1)?.squeeze(1)?;
+        self.head
+            .forward_as(&last, self.compute_dtype())?
+            .to_dtype(self.dtype())
+    }
+
     fn run(&self, images: &Tensor, r: f64, drop: Option<DropPath>) -> Result<Tensor> {
         let train = drop.is_some();
         let images = images.to_dtype(self.dtype())?;
-        let x = self.patch_embed(&images)?;
-        let b = x.dim(0)?;
-        let cls = self.cls_token.broadcast_as((b, 1, self.config.dim))?;
-        let mut x = Tensor::cat(&[&x, &cls], 1)?.broadcast_add(&self.pos_embed)?;
+        let mut x = self.tokens(&images)?;
         let n = x.dim(1)?;
         let mask = soft_mask(n, r, self.device(), self.dtype())?;
         let rates = drop.map(|d| d.block_rates(self.blocks.len()));
@@ -311,9 +434,7 @@ impl Illama {
             let drop = rates.as_ref().map(|r| (r[i], &mut rng));
             x = block.forward(&x, &self.rope, mask.as_ref(), drop, cd)?;
         }
-        let x = self.norm.forward(&x, !train)?;
-        let last = x.narrow(1, n - 1, 1)?.squeeze(1)?;
-        self.head.forward_as(&last, cd)?.to_dtype(self.dtype())
+        self.head_of(&x, n, train)
     }
 
     /// Inference logits at the model's soft-mask rate.

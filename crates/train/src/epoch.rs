@@ -121,7 +121,8 @@ pub fn train_epoch(
             rate: schedules.drop_path.get(at).copied().unwrap_or(0.0),
             seed: rng_for(o.seed, o.epoch, Stream::Consumer, position as u64).next_u64(),
         };
-        let logits = model.forward_train(&x, schedules.soft_mask[at], drop)?;
+        let pass = model.train_forward(&x, schedules.soft_mask[at], drop)?;
+        let logits = pass.logits.clone();
         let loss = match &batch.targets {
             Some(t) => {
                 let classes = t.len() / n;
@@ -169,7 +170,7 @@ pub fn train_epoch(
             mean_loss: losses / seen as f64,
             lr: schedules.lr[at],
         });
-        let grads = (loss / update_freq as f64)?.backward()?;
+        let grads = pass.backward(&(loss / update_freq as f64)?)?;
         for (p, acc) in opt.params.iter().zip(sum.iter_mut()) {
             if let Some(g) = grads.get(p.var.as_tensor()) {
                 *acc = Some(match acc.take() {

@@ -2,7 +2,8 @@
 //! with the recipe's parameter groups and moments that a checkpoint can save and restore
 //! (candle's own AdamW has one weight decay for all parameters and hides its moments).
 
-use candle_core::{DType, Result, Tensor, Var};
+use candle_core::{DType, Device, Result, Tensor, Var};
+use rayon::prelude::*;
 
 /// Whether the recipe decays a parameter: not 1-D parameters, `*.bias`, `pos_embed` or
 /// `cls_token` (the reference's `optim_factory.get_parameter_groups` with the model's
@@ -75,6 +76,17 @@ impl AdamW {
     /// group), given each parameter's gradient (`None`: the parameter did not take part and is
     /// left alone, as PyTorch skips parameters without a gradient).
     pub fn step(&mut self, grads: &[Option<Tensor>], lr: f64, weight_decay: f64) -> Result<()> {
+        self.step_on(grads, lr, weight_decay, true)
+    }
+
+    /// [`AdamW::step`]; `fused`: one pass per CPU parameter instead of tensor operations.
+    fn step_on(
+        &mut self,
+        grads: &[Option<Tensor>],
+        lr: f64,
+        weight_decay: f64,
+        fused: bool,
+    ) -> Result<()> {
         if grads.len() != self.params.len() {
             candle_core::bail!(
                 "{} gradients for {} parameters",
@@ -92,6 +104,28 @@ impl AdamW {
             let step_size = lr / bias_correction1;
             let bias_correction2_sqrt = bias_correction2.sqrt();
             let g = g.to_dtype(DType::F32)?;
+            let decay = if p.decay { weight_decay } else { 0.0 };
+            let constants = StepConstants {
+                keep: (1.0 - lr * decay) as f32,
+                one_minus_beta1: (1.0 - beta1) as f32,
+                beta2: beta2 as f32,
+                one_minus_beta2: (1.0 - beta2) as f32,
+                inv_bc2_sqrt: (1.0 / bias_correction2_sqrt) as f32,
+                eps: eps as f32,
+                neg_step_size: (-step_size) as f32,
+            };
+            let fused_step = if fused {
+                cpu_step(p, &g, &constants)?
+            } else {
+                None
+            };
+            if let Some((w, m, v)) = fused_step {
+                let shape = p.var.shape().clone();
+                p.var.set(&Tensor::from_vec(w, &shape, &Device::Cpu)?)?;
+                p.exp_avg = Tensor::from_vec(m, &shape, &Device::Cpu)?;
+                p.exp_avg_sq = Tensor::from_vec(v, shape, &Device::Cpu)?;
+                continue;
+            }
             let mut w = p.var.as_tensor().clone();
             if p.decay && weight_decay != 0.0 {
                 // param.mul_(1 - lr * weight_decay)
@@ -115,6 +149,61 @@ impl AdamW {
     }
 }
 
+/// The f32 constants of one parameter's step (what candle's `affine` would cast them to).
+struct StepConstants {
+    keep: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    inv_bc2_sqrt: f32,
+    eps: f32,
+    neg_step_size: f32,
+}
+
+/// The values of a contiguous f32 CPU tensor, or `None`.
+fn cpu_values(t: &Tensor) -> Option<Vec<f32>> {
+    if !matches!(t.device(), Device::Cpu) || t.dtype() != DType::F32 || !t.is_contiguous() {
+        return None;
+    }
+    t.flatten_all().ok()?.to_vec1::<f32>().ok()
+}
+
+/// The step of [`AdamW::step`] in one pass over a CPU parameter (the same operations in the
+/// same order as the tensor version, so the same bits): the new weights and moments, or `None`
+/// off the CPU.
+#[allow(clippy::type_complexity)]
+fn cpu_step(
+    p: &Param,
+    g: &Tensor,
+    c: &StepConstants,
+) -> Result<Option<(Vec<f32>, Vec<f32>, Vec<f32>)>> {
+    let (Some(mut w), Some(g), Some(mut m), Some(mut v)) = (
+        cpu_values(p.var.as_tensor()),
+        cpu_values(g),
+        cpu_values(&p.exp_avg),
+        cpu_values(&p.exp_avg_sq),
+    ) else {
+        return Ok(None);
+    };
+    if g.len() != w.len() {
+        candle_core::bail!("{}: gradient of {} values for {}", p.name, g.len(), w.len());
+    }
+    const CHUNK: usize = 16384;
+    w.par_chunks_mut(CHUNK)
+        .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+        .zip(g.par_chunks(CHUNK))
+        .for_each(|((w, (m, v)), g)| {
+            for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(g) {
+                let decayed = if c.keep != 1.0 { *w * c.keep + 0.0 } else { *w };
+                *m = (g - *m) * c.one_minus_beta1 + *m;
+                *v = *v * c.beta2 + (g * c.one_minus_beta2) * g;
+                let denom = v.sqrt() * c.inv_bc2_sqrt + c.eps;
+                *w = decayed + (*m / denom) * c.neg_step_size;
+            }
+        });
+    Ok(Some((w, m, v)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +217,63 @@ mod tests {
         assert!(!decays("pos_embed", &[1, 197, 192]));
         assert!(!decays("cls_token", &[1, 1, 192]));
         assert!(!decays("head.bias", &[1000]));
+    }
+
+    #[test]
+    fn the_fused_cpu_step_gives_the_bits_of_the_tensor_step() {
+        let device = Device::Cpu;
+        let values = |seed: u32, n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| {
+                    (((i as u32).wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 1000.0 - 1.0
+                })
+                .collect()
+        };
+        let make = || -> AdamW {
+            let named = vec![
+                (
+                    "a.weight".to_string(),
+                    Var::from_vec(values(1, 600), (20, 30), &device).unwrap(),
+                ),
+                (
+                    "a.bias".to_string(),
+                    Var::from_vec(values(2, 20), 20, &device).unwrap(),
+                ),
+            ];
+            AdamW::new(named, AdamWConfig::default()).unwrap()
+        };
+        let (mut fused, mut plain) = (make(), make());
+        for step in 0..3 {
+            let grads = vec![
+                Some(Tensor::from_vec(values(10 + step, 600), (20, 30), &device).unwrap()),
+                Some(Tensor::from_vec(values(20 + step, 20), 20, &device).unwrap()),
+            ];
+            fused.step_on(&grads, 4e-3, 0.05, true).unwrap();
+            plain.step_on(&grads, 4e-3, 0.05, false).unwrap();
+        }
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        for (f, p) in fused.params.iter().zip(&plain.params) {
+            assert_eq!(
+                bits(f.var.as_tensor()),
+                bits(p.var.as_tensor()),
+                "{}",
+                f.name
+            );
+            assert_eq!(bits(&f.exp_avg), bits(&p.exp_avg), "{}", f.name);
+            assert_eq!(bits(&f.exp_avg_sq), bits(&p.exp_avg_sq), "{}", f.name);
+        }
+        let moved = (fused.params[0].var.as_tensor()
+            - Tensor::from_vec(values(1, 600), (20, 30), &device).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+        assert!(moved > 0.0);
     }
 }

@@ -54,7 +54,7 @@ pub fn time_train_steps(
     let mut times = StepTimes::default();
     for i in 0..warmup + steps {
         let start = Instant::now();
-        let logits = model.forward_train(
+        let pass = model.train_forward(
             x,
             0.5,
             DropPath {
@@ -62,11 +62,11 @@ pub fn time_train_steps(
                 seed: i as u64,
             },
         )?;
-        let loss = soft_target_cross_entropy(&logits, targets)?;
+        let loss = soft_target_cross_entropy(&pass.logits, targets)?;
         // Reading the loss waits for the forward pass (as the trainer does each step).
         times.last_loss = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         let f = start.elapsed().as_secs_f64();
-        let grads = loss.backward()?;
+        let grads = pass.backward(&loss)?;
         let g: Vec<Option<Tensor>> = opt
             .params
             .iter()

@@ -1,0 +1,520 @@
+//! The blocks' training pass on the CPU in f32 with a hand-written backward pass.
+//!
+//! Why not candle's autograd: every graph node costs a pass over memory forward and, in
+//! backward, a zero-filled gradient buffer plus an addition into it; the attention runs as
+//! `batch x heads` small products, each split over all threads. On a 2-core CPU that made the
+//! backward pass 1.6-2.8x slower than PyTorch's. Here a block is a handful of large products
+//! (the `gemm` crate, the same kernels candle uses) and fused row passes, the attention of each
+//! (sample, head) is one task on one thread, and activations are kept only where backward needs
+//! them.
+//!
+//! It computes what [`crate::Block`]'s training path computes (the tests compare every gradient
+//! with candle's autograd); the patch embedding, the final norm, the head and the loss stay on
+//! candle's autograd (see [`crate::TrainForward`]).
+
+mod kernels;
+
+use crate::model::Block;
+use candle_core::{Result, Tensor};
+use kernels::{matmul, threads, QkvRows, SharedOut, Strided};
+use rayon::prelude::*;
+
+/// The sizes of one pass: `batch` samples of `tokens` tokens of `dim` values.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dims {
+    pub batch: usize,
+    pub tokens: usize,
+    pub dim: usize,
+    pub heads: usize,
+    pub hidden: usize,
+}
+
+impl Dims {
+    fn rows(&self) -> usize {
+        self.batch * self.tokens
+    }
+
+    fn head_dim(&self) -> usize {
+        self.dim / self.heads
+    }
+}
+
+/// What the backward pass of one block needs from its forward pass.
+struct BlockTape {
+    x: Vec<f32>,
+    rstd1: Vec<f32>,
+    h1: Vec<f32>,
+    /// [rows, 3C]: q rotated and scaled, k rotated, v.
+    qkv: Vec<f32>,
+    /// [batch, heads, N, N]: the softmax of the scores, before the mask.
+    probs: Vec<f32>,
+    /// [rows, C]: the heads' outputs before the projection.
+    attn_out: Vec<f32>,
+    x1: Vec<f32>,
+    rstd2: Vec<f32>,
+    h2: Vec<f32>,
+    /// [rows, 2F]: each row `fc1(h2)` then `fc3(h2)`.
+    fc13: Vec<f32>,
+    gate: Vec<f32>,
+    /// Per-sample factors of the drop-path of the attention and MLP branches.
+    keep_attn: Option<Vec<f32>>,
+    keep_mlp: Option<Vec<f32>>,
+}
+
+/// The forward pass of all blocks, kept for [`BlocksTape::backward`].
+pub(crate) struct BlocksTape {
+    dims: Dims,
+    blocks: Vec<Block>,
+    tapes: Vec<BlockTape>,
+    mask: Option<Vec<f32>>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    eps: f32,
+}
+
+/// The per-sample drop-path factors of one block's branches (`None`: every sample kept as is).
+pub(crate) struct DropFactors {
+    pub attn: Option<Vec<f32>>,
+    pub mlp: Option<Vec<f32>>,
+}
+
+/// The gradient of each parameter of a block, by the parameter's tensor.
+pub(crate) type ParamGrads = Vec<(Tensor, Vec<f32>)>;
+
+/// A tensor's values as f32 (a copy: the weights of a block are small next to its activations).
+fn values(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+/// The weights of one block (biases empty when the layer has none).
+struct Weights {
+    norm1: Vec<f32>,
+    qkv_w: Vec<f32>,
+    qkv_b: Vec<f32>,
+    proj_w: Vec<f32>,
+    proj_b: Vec<f32>,
+    norm2: Vec<f32>,
+    /// fc1's rows then fc3's: [2F, C], one product for both.
+    fc13: Vec<f32>,
+    fc2: Vec<f32>,
+}
+
+impl Weights {
+    fn of(b: &Block) -> Result<Weights> {
+        let bias = |t: &Option<Tensor>| -> Result<Vec<f32>> {
+            t.as_ref()
+                .map(values)
+                .transpose()
+                .map(|v| v.unwrap_or_default())
+        };
+        Ok(Weights {
+            norm1: values(&b.norm1.weight)?,
+            qkv_w: values(&b.attn.qkv.weight)?,
+            qkv_b: bias(&b.attn.qkv.bias)?,
+            proj_w: values(&b.attn.proj.weight)?,
+            proj_b: bias(&b.attn.proj.bias)?,
+            norm2: values(&b.norm2.weight)?,
+            fc13: [values(&b.mlp.fc1.weight)?, values(&b.mlp.fc3.weight)?].concat(),
+            fc2: values(&b.mlp.fc2.weight)?,
+        })
+    }
+}
+
+impl BlocksTape {
+    /// Runs `blocks` on `x` [batch, tokens, dim] (row-major values) with the soft mask
+    /// `mask` [N, N] (`None`: all ones) and each block's drop-path factors. Returns the output
+    /// and the tape.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        blocks: &[Block],
+        dims: Dims,
+        x: Vec<f32>,
+        mask: Option<Vec<f32>>,
+        rope: (&Tensor, &Tensor),
+        keep: Vec<DropFactors>,
+        eps: f64,
+    ) -> Result<(Vec<f32>, BlocksTape)> {
+        let mut tape = BlocksTape {
+            dims,
+            blocks: blocks.to_vec(),
+            tapes: Vec::with_capacity(blocks.len()),
+            mask,
+            cos: values(rope.0)?,
+            sin: values(rope.1)?,
+            eps: eps as f32,
+        };
+        if tape.cos.len() != dims.tokens * dims.head_dim() / 2 {
+            candle_core::bail!("rope tables do not match {} tokens", dims.tokens);
+        }
+        let mut x = x;
+        for (block, keep) in blocks.iter().zip(keep) {
+            let w = Weights::of(block)?;
+            let (out, t) = tape.block_forward(&w, x, keep);
+            tape.tapes.push(t);
+            x = out;
+        }
+        Ok((x, tape))
+    }
+
+    fn qkv_rows(&self) -> QkvRows<'_> {
+        let hd = self.dims.head_dim();
+        QkvRows {
+            tokens: self.dims.tokens,
+            heads: self.dims.heads,
+            head_dim: hd,
+            cos: &self.cos,
+            sin: &self.sin,
+            scale: (hd as f32).powf(-0.5),
+        }
+    }
+
+    fn block_forward(&self, w: &Weights, x: Vec<f32>, keep: DropFactors) -> (Vec<f32>, BlockTape) {
+        let DropFactors {
+            attn: keep_attn,
+            mlp: keep_mlp,
+        } = keep;
+        let Dims {
+            batch,
+            tokens: n,
+            dim: c,
+            heads,
+            hidden: f,
+        } = self.dims;
+        let rows = self.dims.rows();
+        let hd = self.dims.head_dim();
+        let par = threads();
+
+        let mut h1 = vec![0f32; rows * c];
+        let mut rstd1 = vec![0f32; rows];
+        kernels::rms_forward(&x, &w.norm1, self.eps, &mut h1, &mut rstd1);
+
+        let mut qkv = vec![0f32; rows * 3 * c];
+        let h1m = Strided::dense(rows, c);
+        matmul(
+            &mut qkv,
+            Strided::dense(rows, 3 * c),
+            &h1,
+            h1m,
+            &w.qkv_w,
+            Strided::dense(3 * c, c).t(),
+            false,
+            par,
+        );
+        self.qkv_rows().forward(&mut qkv, &w.qkv_b);
+
+        // Attention: one task per (sample, head), each on one thread.
+        let mut probs = vec![0f32; batch * heads * n * n];
+        let mut attn_out = vec![0f32; rows * c];
+        let out = SharedOut::new(&mut attn_out);
+        let mask = self.mask.as_deref();
+        probs.par_chunks_mut(n * n).enumerate().for_each_init(
+            || vec![0f32; n * n],
+            |masked, (bh, y)| {
+                let (b, h) = (bh / heads, bh % heads);
+                let base = b * n * 3 * c + h * hd;
+                let q = Strided::rows(base, n, hd, 3 * c);
+                let k = Strided::rows(base + c, n, hd, 3 * c);
+                let v = Strided::rows(base + 2 * c, n, hd, 3 * c);
+                let nn = Strided::dense(n, n);
+                matmul(y, nn, &qkv, q, &qkv, k.t(), false, gemm::Parallelism::None);
+                kernels::softmax_rows(y, n);
+                let p: &[f32] = match mask {
+                    Some(m) => {
+                        masked
+                            .iter_mut()
+                            .zip(y.iter().zip(m))
+                            .for_each(|(o, (y, m))| *o = y * m);
+                        masked
+                    }
+                    None => y,
+                };
+                // SAFETY: rows of sample b, columns of head h: no other task's elements.
+                unsafe {
+                    out.matmul(
+                        Strided::rows(b * n * c + h * hd, n, hd, c),
+                        p,
+                        nn,
+                        &qkv,
+                        v,
+                        false,
+                    )
+                }
+            },
+        );
+
+        let mut branch = vec![0f32; rows * c];
+        matmul(
+            &mut branch,
+            Strided::dense(rows, c),
+            &attn_out,
+            Strided::dense(rows, c),
+            &w.proj_w,
+            Strided::dense(c, c).t(),
+            false,
+            par,
+        );
+        let mut x1 = vec![0f32; rows * c];
+        let bias = (!w.proj_b.is_empty()).then_some(&w.proj_b[..]);
+        kernels::residual_add(&x, &branch, bias, keep_attn.as_deref(), n, c, &mut x1);
+
+        let mut h2 = vec![0f32; rows * c];
+        let mut rstd2 = vec![0f32; rows];
+        kernels::rms_forward(&x1, &w.norm2, self.eps, &mut h2, &mut rstd2);
+        let mut fc13 = vec![0f32; rows * 2 * f];
+        matmul(
+            &mut fc13,
+            Strided::dense(rows, 2 * f),
+            &h2,
+            Strided::dense(rows, c),
+            &w.fc13,
+            Strided::dense(2 * f, c).t(),
+            false,
+            par,
+        );
+        let mut gate = vec![0f32; rows * f];
+        kernels::swiglu_forward(&fc13, f, &mut gate);
+        matmul(
+            &mut branch,
+            Strided::dense(rows, c),
+            &gate,
+            Strided::dense(rows, f),
+            &w.fc2,
+            Strided::dense(c, f).t(),
+            false,
+            par,
+        );
+        let mut x2 = vec![0f32; rows * c];
+        kernels::residual_add(&x1, &branch, None, keep_mlp.as_deref(), n, c, &mut x2);
+        (
+            x2,
+            BlockTape {
+                x,
+                rstd1,
+                h1,
+                qkv,
+                probs,
+                attn_out,
+                x1,
+                rstd2,
+                h2,
+                fc13,
+                gate,
+                keep_attn,
+                keep_mlp,
+            },
+        )
+    }
+
+    /// From the gradient of the last block's output to the gradient of the first block's
+    /// input, with every block parameter's gradient.
+    pub fn backward(mut self, dout: Vec<f32>) -> Result<(Vec<f32>, ParamGrads)> {
+        let mut grads = ParamGrads::new();
+        let mut d = dout;
+        while let Some(t) = self.tapes.pop() {
+            let block = self.blocks[self.tapes.len()].clone();
+            let w = Weights::of(&block)?;
+            d = self.block_backward(&block, &w, t, d, &mut grads);
+        }
+        Ok((d, grads))
+    }
+
+    fn block_backward(
+        &self,
+        block: &Block,
+        w: &Weights,
+        mut t: BlockTape,
+        mut dx: Vec<f32>,
+        grads: &mut ParamGrads,
+    ) -> Vec<f32> {
+        let Dims {
+            tokens: n,
+            dim: c,
+            heads,
+            hidden: f,
+            ..
+        } = self.dims;
+        let rows = self.dims.rows();
+        let hd = self.dims.head_dim();
+        let par = threads();
+        let rc = Strided::dense(rows, c);
+        let rf = Strided::dense(rows, f);
+
+        // MLP branch: x2 = x1 + keep * fc2(gate).
+        let scaled;
+        let dm: &[f32] = match &t.keep_mlp {
+            Some(keep) => {
+                scaled = kernels::scale_samples(&dx, keep, n, c);
+                &scaled
+            }
+            None => &dx,
+        };
+        let mut d_fc2 = vec![0f32; c * f];
+        matmul(
+            &mut d_fc2,
+            Strided::dense(c, f),
+            dm,
+            rc.t(),
+            &t.gate,
+            rf,
+            false,
+            par,
+        );
+        let mut dgate = t.gate;
+        matmul(
+            &mut dgate,
+            rf,
+            dm,
+            rc,
+            &w.fc2,
+            Strided::dense(c, f),
+            false,
+            par,
+        );
+        kernels::swiglu_backward(&mut t.fc13, f, &dgate);
+        drop(dgate);
+        let d13 = t.fc13;
+        let rf2 = Strided::dense(rows, 2 * f);
+        let mut d_fc13 = vec![0f32; 2 * f * c];
+        matmul(
+            &mut d_fc13,
+            Strided::dense(2 * f, c),
+            &d13,
+            rf2.t(),
+            &t.h2,
+            rc,
+            false,
+            par,
+        );
+        let mut dh2 = t.h2;
+        matmul(
+            &mut dh2,
+            rc,
+            &d13,
+            rf2,
+            &w.fc13,
+            Strided::dense(2 * f, c),
+            false,
+            par,
+        );
+        drop(d13);
+        let d_fc3 = d_fc13.split_off(f * c);
+        // dx now becomes the gradient of x1.
+        let d_norm2 = kernels::rms_backward(&t.x1, &w.norm2, &t.rstd2, &dh2, &mut dx);
+        drop(dh2);
+
+        // Attention branch: x1 = x + keep * (proj(attn_out) + bias).
+        let scaled;
+        let da: &[f32] = match &t.keep_attn {
+            Some(keep) => {
+                scaled = kernels::scale_samples(&dx, keep, n, c);
+                &scaled
+            }
+            None => &dx,
+        };
+        let d_proj_b = kernels::column_sums(da, c);
+        let mut d_proj = vec![0f32; c * c];
+        matmul(
+            &mut d_proj,
+            Strided::dense(c, c),
+            da,
+            rc.t(),
+            &t.attn_out,
+            rc,
+            false,
+            par,
+        );
+        let mut d_out = t.attn_out;
+        matmul(
+            &mut d_out,
+            rc,
+            da,
+            rc,
+            &w.proj_w,
+            Strided::dense(c, c),
+            false,
+            par,
+        );
+
+        let mut dqkv = vec![0f32; rows * 3 * c];
+        let out = SharedOut::new(&mut dqkv);
+        let mask = self.mask.as_deref();
+        let qkv = &t.qkv;
+        t.probs.par_chunks(n * n).enumerate().for_each_init(
+            || (vec![0f32; n * n], vec![0f32; n * n]),
+            |(dp, masked), (bh, y)| {
+                let (b, h) = (bh / heads, bh % heads);
+                let base = b * n * 3 * c + h * hd;
+                let q = Strided::rows(base, n, hd, 3 * c);
+                let k = Strided::rows(base + c, n, hd, 3 * c);
+                let v = Strided::rows(base + 2 * c, n, hd, 3 * c);
+                let dout = Strided::rows(b * n * c + h * hd, n, hd, c);
+                let nn = Strided::dense(n, n);
+                let none = gemm::Parallelism::None;
+                matmul(dp, nn, &d_out, dout, qkv, v.t(), false, none);
+                let p: &[f32] = match mask {
+                    Some(m) => {
+                        masked
+                            .iter_mut()
+                            .zip(y.iter().zip(m))
+                            .for_each(|(o, (y, m))| *o = y * m);
+                        masked
+                    }
+                    None => y,
+                };
+                // SAFETY: each task writes the rows of its sample and the columns of its
+                // head in the q, k and v parts: no other task's elements.
+                unsafe {
+                    out.matmul(v, p, nn.t(), &d_out, dout, false);
+                }
+                kernels::softmax_mask_backward(y, mask, dp, n);
+                unsafe {
+                    out.matmul(q, dp, nn, qkv, k, false);
+                    out.matmul(k, dp, nn.t(), qkv, q, false);
+                }
+            },
+        );
+        drop(d_out);
+        self.qkv_rows().backward(&mut dqkv);
+        let d_qkv_b = kernels::column_sums(&dqkv, 3 * c);
+        let mut d_qkv = vec![0f32; 3 * c * c];
+        let r3c = Strided::dense(rows, 3 * c);
+        matmul(
+            &mut d_qkv,
+            Strided::dense(3 * c, c),
+            &dqkv,
+            r3c.t(),
+            &t.h1,
+            rc,
+            false,
+            par,
+        );
+        let mut dh1 = t.h1;
+        matmul(
+            &mut dh1,
+            rc,
+            &dqkv,
+            r3c,
+            &w.qkv_w,
+            Strided::dense(3 * c, c),
+            false,
+            par,
+        );
+        drop(dqkv);
+        let d_norm1 = kernels::rms_backward(&t.x, &w.norm1, &t.rstd1, &dh1, &mut dx);
+
+        grads.push((block.norm1.weight.clone(), d_norm1));
+        grads.push((block.attn.qkv.weight.clone(), d_qkv));
+        if let Some(b) = &block.attn.qkv.bias {
+            grads.push((b.clone(), d_qkv_b));
+        }
+        grads.push((block.attn.proj.weight.clone(), d_proj));
+        if let Some(b) = &block.attn.proj.bias {
+            grads.push((b.clone(), d_proj_b));
+        }
+        grads.push((block.norm2.weight.clone(), d_norm2));
+        grads.push((block.mlp.fc1.weight.clone(), d_fc13));
+        grads.push((block.mlp.fc2.weight.clone(), d_fc2));
+        grads.push((block.mlp.fc3.weight.clone(), d_fc3));
+        dx
+    }
+}
