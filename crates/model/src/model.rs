@@ -336,34 +336,37 @@ impl Illama {
     /// Logits for normalised images [B, 3, S, S], with soft-mask rate `r` (inference: fused
     /// kernels, no stochastic depth).
     pub fn forward_with(&self, images: &Tensor, r: f64) -> Result<Tensor> {
-        self.run(images, r, None)
-    }
-
-    /// Training logits: only differentiable ops (candle's fused softmax and RMSNorm kernels have
-    /// no backward), with stochastic depth as `drop` says.
-    pub fn forward_train(&self, images: &Tensor, r: f64, drop: DropPath) -> Result<Tensor> {
-        self.run(images, r, Some(drop))
-    }
-
-    /// A training forward pass whose [`TrainForward::backward`] gives every parameter's
-    /// gradient. On the CPU in f32 the blocks run on the hand-written path of `cpu_train`
-    /// (several times faster backward than candle's autograd); elsewhere this is
-    /// [`Illama::forward_train`] and candle's autograd.
-    pub fn train_forward(&self, images: &Tensor, r: f64, drop: DropPath) -> Result<TrainForward> {
-        let hand_written = matches!(self.device(), Device::Cpu)
-            && self.dtype() == DType::F32
-            && self.precision == Precision::F32;
-        if !hand_written {
-            return Ok(TrainForward {
-                logits: self.forward_train(images, r, drop)?,
-                blocks: None,
-            });
+        if !self.blocks_by_hand() {
+            return self.run(images, r, None);
         }
         let x0 = self.tokens(&images.to_dtype(self.dtype())?)?;
+        let n = x0.dim(1)?;
+        let (out, _) = self.blocks_on_cpu(&x0, r, None, false)?;
+        self.head_of(&Tensor::from_vec(out, x0.shape(), self.device())?, n, false)
+    }
+
+    /// Whether the blocks run on the hand-written CPU path (`cpu_train`): CPU, f32 parameters,
+    /// f32 arithmetic.
+    fn blocks_by_hand(&self) -> bool {
+        matches!(self.device(), Device::Cpu)
+            && self.dtype() == DType::F32
+            && self.precision == Precision::F32
+    }
+
+    /// The blocks on `x0` [B, N, D] by hand, with soft-mask rate `r` and stochastic depth as
+    /// `drop` says (`None`: inference); the tape for backward only if `keep_tape`.
+    fn blocks_on_cpu(
+        &self,
+        x0: &Tensor,
+        r: f64,
+        drop: Option<DropPath>,
+        keep_tape: bool,
+    ) -> Result<(Vec<f32>, Option<crate::cpu_train::BlocksTape>)> {
         let (b, n, c) = x0.dims3()?;
         let mask = soft_mask(n, r, self.device(), DType::F32)?
             .map(|m| m.flatten_all()?.to_vec1::<f32>())
             .transpose()?;
+        let drop = drop.unwrap_or_default();
         let rates = drop.block_rates(self.blocks.len());
         let mut rng = ChaCha8Rng::seed_from_u64(drop.seed);
         let keep = rates
@@ -383,7 +386,7 @@ impl Illama {
             heads: self.config.heads,
             hidden: self.config.mlp_hidden,
         };
-        let (out, tape) = crate::cpu_train::BlocksTape::forward(
+        crate::cpu_train::BlocksTape::forward(
             &self.blocks,
             dims,
             x0.flatten_all()?.to_vec1::<f32>()?,
@@ -391,7 +394,31 @@ impl Illama {
             (&self.rope.cos, &self.rope.sin),
             keep,
             NORM_EPS,
-        )?;
+            keep_tape,
+        )
+    }
+
+    /// Training logits: only differentiable ops (candle's fused softmax and RMSNorm kernels have
+    /// no backward), with stochastic depth as `drop` says.
+    pub fn forward_train(&self, images: &Tensor, r: f64, drop: DropPath) -> Result<Tensor> {
+        self.run(images, r, Some(drop))
+    }
+
+    /// A training forward pass whose [`TrainForward::backward`] gives every parameter's
+    /// gradient. On the CPU in f32 the blocks run on the hand-written path of `cpu_train`
+    /// (several times faster backward than candle's autograd); elsewhere this is
+    /// [`Illama::forward_train`] and candle's autograd.
+    pub fn train_forward(&self, images: &Tensor, r: f64, drop: DropPath) -> Result<TrainForward> {
+        if !self.blocks_by_hand() {
+            return Ok(TrainForward {
+                logits: self.forward_train(images, r, drop)?,
+                blocks: None,
+            });
+        }
+        let x0 = self.tokens(&images.to_dtype(self.dtype())?)?;
+        let (b, n, c) = x0.dims3()?;
+        let (out, tape) = self.blocks_on_cpu(&x0, r, Some(drop), true)?;
+        let tape = tape.ok_or_else(|| candle_core::Error::msg("the blocks kept no tape"))?;
         let blocks_out = Var::from_vec(out, (b, n, c), self.device())?;
         let logits = self.head_of(blocks_out.as_tensor(), n, true)?;
         Ok(TrainForward {

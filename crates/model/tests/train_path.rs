@@ -142,3 +142,25 @@ fn the_same_bits_on_every_run() {
         assert_eq!(run(), first);
     }
 }
+
+#[test]
+fn inference_on_the_cpu_path_matches_the_graph() {
+    for (r, c) in [
+        (0.0, config(48, 2, 3, 32, 128)),
+        (0.4, config(32, 3, 2, 48, 80)),
+    ] {
+        let (model, _) = Illama::trainable(c, &Device::Cpu, 3).unwrap();
+        let images = random(&[3, 3, c.img_size, c.img_size], 8);
+        // forward_train without stochastic depth is candle's graph of the same function.
+        let want = model
+            .forward_train(&images, r, DropPath::default())
+            .unwrap();
+        let got = model.forward_with(&images, r).unwrap();
+        let d = max_diff(&got, &want);
+        assert!(
+            d < 1e-4 * max_abs(&want).max(1.0),
+            "r {r}: logits differ by {d}"
+        );
+        assert!(max_abs(&want) > 0.0);
+    }
+}

@@ -123,7 +123,7 @@ impl Weights {
 impl BlocksTape {
     /// Runs `blocks` on `x` [batch, tokens, dim] (row-major values) with the soft mask
     /// `mask` [N, N] (`None`: all ones) and each block's drop-path factors. Returns the output
-    /// and the tape.
+    /// and, if `keep_tape`, the tape for [`BlocksTape::backward`].
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         blocks: &[Block],
@@ -133,7 +133,8 @@ impl BlocksTape {
         rope: (&Tensor, &Tensor),
         keep: Vec<DropFactors>,
         eps: f64,
-    ) -> Result<(Vec<f32>, BlocksTape)> {
+        keep_tape: bool,
+    ) -> Result<(Vec<f32>, Option<BlocksTape>)> {
         let mut tape = BlocksTape {
             dims,
             blocks: blocks.to_vec(),
@@ -150,10 +151,12 @@ impl BlocksTape {
         for (block, keep) in blocks.iter().zip(keep) {
             let w = Weights::of(block)?;
             let (out, t) = tape.block_forward(&w, x, keep);
-            tape.tapes.push(t);
+            if keep_tape {
+                tape.tapes.push(t);
+            }
             x = out;
         }
-        Ok((x, tape))
+        Ok((x, keep_tape.then_some(tape)))
     }
 
     fn qkv_rows(&self) -> QkvRows<'_> {
