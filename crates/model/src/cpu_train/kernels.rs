@@ -6,8 +6,10 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-/// Defines `fn $name` twice: as written, and compiled for AVX2 + FMA, chosen at run time (the
-/// default build targets x86-64 without them, which leaves the elementwise loops 4 wide).
+/// Defines `fn $name` three times: as written, and compiled for AVX2 + FMA and for AVX-512,
+/// chosen at run time (the default build targets plain x86-64, which leaves the elementwise
+/// loops 4 wide; `exp` over a row of scores: 1.1 ns per value as written, 0.57 with AVX2, 0.39
+/// with AVX-512 on the benchmark machine).
 macro_rules! vectorised {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
@@ -16,9 +18,17 @@ macro_rules! vectorised {
             fn portable($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    portable($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) {
                     portable($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the feature (and AVX2 and FMA with it).
+                    return unsafe { avx512($($arg),*) };
                 }
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU has both features.
@@ -110,6 +120,41 @@ pub(crate) fn matmul(
     d.check(dst.len(), "matmul output");
     // SAFETY: the output view lies inside `dst`, which is borrowed mutably for the call.
     unsafe { matmul_raw(dst.as_mut_ptr(), d, lhs, l, rhs, r, accumulate, par) }
+}
+
+/// `lhs x rhs` as a new dense row-major `rows x cols` matrix, not zero-filled first: the product
+/// writes every element (zero-filling the large outputs cost a pass over memory each).
+pub(crate) fn product(
+    rows: usize,
+    cols: usize,
+    lhs: &[f32],
+    l: Strided,
+    rhs: &[f32],
+    r: Strided,
+    par: Parallelism,
+) -> Vec<f32> {
+    let len = rows * cols;
+    let mut out: Vec<std::mem::MaybeUninit<f32>> = Vec::with_capacity(len);
+    // SAFETY: `MaybeUninit` values need no initialisation.
+    unsafe { out.set_len(len) };
+    // SAFETY: the view is the whole of `out`. With `accumulate` false, gemm stores each element
+    // of the destination before reading any (its kernels write `beta * acc` when alpha is 0,
+    // and zeros when k is 0).
+    unsafe {
+        matmul_raw(
+            out.as_mut_ptr().cast::<f32>(),
+            Strided::dense(rows, cols),
+            lhs,
+            l,
+            rhs,
+            r,
+            false,
+            par,
+        )
+    };
+    let mut out = std::mem::ManuallyDrop::new(out);
+    // SAFETY: every element is initialised now; same allocation, length, capacity and layout.
+    unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<f32>(), out.len(), out.capacity()) }
 }
 
 /// [`matmul`] into memory that other threads write at the same time, at other elements.
@@ -275,20 +320,6 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// Sum of `a` over eight lanes.
-#[inline(always)]
-pub(crate) fn sum(a: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let chunks = a.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for i in 0..8 {
-            lanes[i] += c[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
 // ---------------------------------------------------------------------------------------------
 // RMSNorm: h = x * r * w, r = 1 / sqrt(mean(x^2) + eps)
 
@@ -444,13 +475,29 @@ impl QkvRows<'_> {
 // softmax, then the soft mask multiplied in
 
 vectorised! {
-    /// Softmax of each row of the `n x n` scores, in place.
-    pub(crate) fn softmax_rows(s: &mut [f32], n: usize) {
-        for row in s.chunks_mut(n) {
+    /// Softmax of each row of the `n x n` scores, in place, and `masked = softmax * mask` when
+    /// there is a mask (`masked` is then `n x n` too).
+    pub(crate) fn softmax_rows(s: &mut [f32], n: usize, mask: Option<&[f32]>, masked: &mut [f32]) {
+        for (i, row) in s.chunks_mut(n).enumerate() {
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            row.iter_mut().for_each(|v| *v = exp(*v - max));
-            let inv = 1.0 / sum(row);
-            row.iter_mut().for_each(|v| *v *= inv);
+            let mut lanes = [0f32; 8];
+            for chunk in row.chunks_mut(8) {
+                for (v, l) in chunk.iter_mut().zip(lanes.iter_mut()) {
+                    *v = exp(*v - max);
+                    *l += *v;
+                }
+            }
+            let inv = 1.0 / lanes.iter().sum::<f32>();
+            match mask {
+                Some(m) => {
+                    let (m, out) = (&m[i * n..(i + 1) * n], &mut masked[i * n..(i + 1) * n]);
+                    for ((v, m), o) in row.iter_mut().zip(m).zip(out) {
+                        *v *= inv;
+                        *o = *v * m;
+                    }
+                }
+                None => row.iter_mut().for_each(|v| *v *= inv),
+            }
         }
     }
 }
@@ -602,9 +649,8 @@ mod tests {
     }
 
     #[test]
-    fn sums_cover_every_element() {
+    fn dot_covers_every_element() {
         let a: Vec<f32> = (0..37).map(|i| i as f32).collect();
-        assert_eq!(sum(&a), (0..37).sum::<i32>() as f32);
         assert_eq!(dot(&a, &a), (0..37).map(|i| i * i).sum::<i32>() as f32);
     }
 }

@@ -16,7 +16,7 @@ mod kernels;
 
 use crate::model::Block;
 use candle_core::{Result, Tensor};
-use kernels::{matmul, threads, QkvRows, SharedOut, Strided};
+use kernels::{matmul, product, threads, QkvRows, SharedOut, Strided};
 use rayon::prelude::*;
 
 /// The sizes of one pass: `batch` samples of `tokens` tokens of `dim` values.
@@ -191,16 +191,13 @@ impl BlocksTape {
         let mut rstd1 = vec![0f32; rows];
         kernels::rms_forward(&x, &w.norm1, self.eps, &mut h1, &mut rstd1);
 
-        let mut qkv = vec![0f32; rows * 3 * c];
-        let h1m = Strided::dense(rows, c);
-        matmul(
-            &mut qkv,
-            Strided::dense(rows, 3 * c),
+        let mut qkv = product(
+            rows,
+            3 * c,
             &h1,
-            h1m,
+            Strided::dense(rows, c),
             &w.qkv_w,
             Strided::dense(3 * c, c).t(),
-            false,
             par,
         );
         self.qkv_rows().forward(&mut qkv, &w.qkv_b);
@@ -220,17 +217,8 @@ impl BlocksTape {
                 let v = Strided::rows(base + 2 * c, n, hd, 3 * c);
                 let nn = Strided::dense(n, n);
                 matmul(y, nn, &qkv, q, &qkv, k.t(), false, gemm::Parallelism::None);
-                kernels::softmax_rows(y, n);
-                let p: &[f32] = match mask {
-                    Some(m) => {
-                        masked
-                            .iter_mut()
-                            .zip(y.iter().zip(m))
-                            .for_each(|(o, (y, m))| *o = y * m);
-                        masked
-                    }
-                    None => y,
-                };
+                kernels::softmax_rows(y, n, mask, masked);
+                let p: &[f32] = if mask.is_some() { masked } else { y };
                 // SAFETY: rows of sample b, columns of head h: no other task's elements.
                 unsafe {
                     out.matmul(
@@ -245,15 +233,13 @@ impl BlocksTape {
             },
         );
 
-        let mut branch = vec![0f32; rows * c];
-        matmul(
-            &mut branch,
-            Strided::dense(rows, c),
+        let branch = product(
+            rows,
+            c,
             &attn_out,
             Strided::dense(rows, c),
             &w.proj_w,
             Strided::dense(c, c).t(),
-            false,
             par,
         );
         let mut x1 = vec![0f32; rows * c];
@@ -263,27 +249,24 @@ impl BlocksTape {
         let mut h2 = vec![0f32; rows * c];
         let mut rstd2 = vec![0f32; rows];
         kernels::rms_forward(&x1, &w.norm2, self.eps, &mut h2, &mut rstd2);
-        let mut fc13 = vec![0f32; rows * 2 * f];
-        matmul(
-            &mut fc13,
-            Strided::dense(rows, 2 * f),
+        let fc13 = product(
+            rows,
+            2 * f,
             &h2,
             Strided::dense(rows, c),
             &w.fc13,
             Strided::dense(2 * f, c).t(),
-            false,
             par,
         );
         let mut gate = vec![0f32; rows * f];
         kernels::swiglu_forward(&fc13, f, &mut gate);
-        matmul(
-            &mut branch,
-            Strided::dense(rows, c),
+        let branch = product(
+            rows,
+            c,
             &gate,
             Strided::dense(rows, f),
             &w.fc2,
             Strided::dense(c, f).t(),
-            false,
             par,
         );
         let mut x2 = vec![0f32; rows * c];
@@ -351,17 +334,7 @@ impl BlocksTape {
             }
             None => &dx,
         };
-        let mut d_fc2 = vec![0f32; c * f];
-        matmul(
-            &mut d_fc2,
-            Strided::dense(c, f),
-            dm,
-            rc.t(),
-            &t.gate,
-            rf,
-            false,
-            par,
-        );
+        let d_fc2 = product(c, f, dm, rc.t(), &t.gate, rf, par);
         let mut dgate = t.gate;
         matmul(
             &mut dgate,
@@ -377,17 +350,7 @@ impl BlocksTape {
         drop(dgate);
         let d13 = t.fc13;
         let rf2 = Strided::dense(rows, 2 * f);
-        let mut d_fc13 = vec![0f32; 2 * f * c];
-        matmul(
-            &mut d_fc13,
-            Strided::dense(2 * f, c),
-            &d13,
-            rf2.t(),
-            &t.h2,
-            rc,
-            false,
-            par,
-        );
+        let mut d_fc13 = product(2 * f, c, &d13, rf2.t(), &t.h2, rc, par);
         let mut dh2 = t.h2;
         matmul(
             &mut dh2,
@@ -415,17 +378,7 @@ impl BlocksTape {
             None => &dx,
         };
         let d_proj_b = kernels::column_sums(da, c);
-        let mut d_proj = vec![0f32; c * c];
-        matmul(
-            &mut d_proj,
-            Strided::dense(c, c),
-            da,
-            rc.t(),
-            &t.attn_out,
-            rc,
-            false,
-            par,
-        );
+        let d_proj = product(c, c, da, rc.t(), &t.attn_out, rc, par);
         let mut d_out = t.attn_out;
         matmul(
             &mut d_out,
@@ -479,18 +432,8 @@ impl BlocksTape {
         drop(d_out);
         self.qkv_rows().backward(&mut dqkv);
         let d_qkv_b = kernels::column_sums(&dqkv, 3 * c);
-        let mut d_qkv = vec![0f32; 3 * c * c];
         let r3c = Strided::dense(rows, 3 * c);
-        matmul(
-            &mut d_qkv,
-            Strided::dense(3 * c, c),
-            &dqkv,
-            r3c.t(),
-            &t.h1,
-            rc,
-            false,
-            par,
-        );
+        let d_qkv = product(3 * c, c, &dqkv, r3c.t(), &t.h1, rc, par);
         let mut dh1 = t.h1;
         matmul(
             &mut dh1,
