@@ -5,6 +5,7 @@
 
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// Defines `fn $name` three times: as written, and compiled for AVX2 + FMA and for AVX-512,
 /// chosen at run time (the default build targets plain x86-64, which leaves the elementwise
@@ -122,8 +123,8 @@ pub(crate) fn matmul(
     unsafe { matmul_raw(dst.as_mut_ptr(), d, lhs, l, rhs, r, accumulate, par) }
 }
 
-/// `lhs x rhs` as a new dense row-major `rows x cols` matrix, not zero-filled first: the product
-/// writes every element (zero-filling the large outputs cost a pass over memory each).
+/// `lhs x rhs` as a dense row-major `rows x cols` matrix in a [`buffer`] (no zero-fill: the
+/// product overwrites every element).
 pub(crate) fn product(
     rows: usize,
     cols: usize,
@@ -133,28 +134,46 @@ pub(crate) fn product(
     r: Strided,
     par: Parallelism,
 ) -> Vec<f32> {
-    let len = rows * cols;
-    let mut out: Vec<std::mem::MaybeUninit<f32>> = Vec::with_capacity(len);
-    // SAFETY: `MaybeUninit` values need no initialisation.
-    unsafe { out.set_len(len) };
-    // SAFETY: the view is the whole of `out`. With `accumulate` false, gemm stores each element
-    // of the destination before reading any (its kernels write `beta * acc` when alpha is 0,
-    // and zeros when k is 0).
-    unsafe {
-        matmul_raw(
-            out.as_mut_ptr().cast::<f32>(),
-            Strided::dense(rows, cols),
-            lhs,
-            l,
-            rhs,
-            r,
-            false,
-            par,
-        )
-    };
-    let mut out = std::mem::ManuallyDrop::new(out);
-    // SAFETY: every element is initialised now; same allocation, length, capacity and layout.
-    unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<f32>(), out.len(), out.capacity()) }
+    let mut out = buffer(rows * cols);
+    matmul(
+        &mut out,
+        Strided::dense(rows, cols),
+        lhs,
+        l,
+        rhs,
+        r,
+        false,
+        par,
+    );
+    out
+}
+
+/// Buffers handed back after use, for the next block or step: a fresh buffer is zero-filled,
+/// a pass over memory each (6% of `verify`'s time before), and every buffer here is
+/// overwritten whole by its next user.
+static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+
+/// At most this many buffers wait in the pool (a block uses about a dozen).
+const POOL_BUFFERS: usize = 48;
+
+/// A buffer of `len` values whose contents are unspecified (the caller overwrites them all).
+pub(crate) fn buffer(len: usize) -> Vec<f32> {
+    let reused = POOL.lock().ok().and_then(|mut pool| {
+        let i = pool.iter().position(|b| b.len() == len)?;
+        Some(pool.swap_remove(i))
+    });
+    reused.unwrap_or_else(|| vec![0f32; len])
+}
+
+/// Hands buffers back to the pool.
+pub(crate) fn give_back(buffers: impl IntoIterator<Item = Vec<f32>>) {
+    if let Ok(mut pool) = POOL.lock() {
+        for b in buffers {
+            if pool.len() < POOL_BUFFERS && !b.is_empty() {
+                pool.push(b);
+            }
+        }
+    }
 }
 
 /// [`matmul`] into memory that other threads write at the same time, at other elements.
@@ -616,7 +635,7 @@ pub(crate) fn residual_add(
 
 /// `g * keep[sample]` per row: the gradient reaching a dropped-path branch.
 pub(crate) fn scale_samples(g: &[f32], keep: &[f32], tokens: usize, width: usize) -> Vec<f32> {
-    let mut out = vec![0f32; g.len()];
+    let mut out = buffer(g.len());
     let per = rows_per_task(width);
     out.par_chunks_mut(width * per)
         .zip(g.par_chunks(width * per))

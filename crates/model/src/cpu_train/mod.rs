@@ -16,7 +16,7 @@ mod kernels;
 
 use crate::model::Block;
 use candle_core::{Result, Tensor};
-use kernels::{matmul, product, threads, QkvRows, SharedOut, Strided};
+use kernels::{buffer, give_back, matmul, product, threads, QkvRows, SharedOut, Strided};
 use rayon::prelude::*;
 
 /// The sizes of one pass: `batch` samples of `tokens` tokens of `dim` values.
@@ -59,6 +59,23 @@ struct BlockTape {
     /// Per-sample factors of the drop-path of the attention and MLP branches.
     keep_attn: Option<Vec<f32>>,
     keep_mlp: Option<Vec<f32>>,
+}
+
+impl BlockTape {
+    /// Hands the large buffers back for reuse (inference keeps no tape).
+    fn give_back(self) {
+        give_back([
+            self.x,
+            self.h1,
+            self.qkv,
+            self.probs,
+            self.attn_out,
+            self.x1,
+            self.h2,
+            self.fc13,
+            self.gate,
+        ]);
+    }
 }
 
 /// The forward pass of all blocks, kept for [`BlocksTape::backward`].
@@ -153,6 +170,8 @@ impl BlocksTape {
             let (out, t) = tape.block_forward(&w, x, keep);
             if keep_tape {
                 tape.tapes.push(t);
+            } else {
+                t.give_back();
             }
             x = out;
         }
@@ -187,7 +206,7 @@ impl BlocksTape {
         let hd = self.dims.head_dim();
         let par = threads();
 
-        let mut h1 = vec![0f32; rows * c];
+        let mut h1 = buffer(rows * c);
         let mut rstd1 = vec![0f32; rows];
         kernels::rms_forward(&x, &w.norm1, self.eps, &mut h1, &mut rstd1);
 
@@ -203,8 +222,8 @@ impl BlocksTape {
         self.qkv_rows().forward(&mut qkv, &w.qkv_b);
 
         // Attention: one task per (sample, head), each on one thread.
-        let mut probs = vec![0f32; batch * heads * n * n];
-        let mut attn_out = vec![0f32; rows * c];
+        let mut probs = buffer(batch * heads * n * n);
+        let mut attn_out = buffer(rows * c);
         let out = SharedOut::new(&mut attn_out);
         let mask = self.mask.as_deref();
         probs.par_chunks_mut(n * n).enumerate().for_each_init(
@@ -242,11 +261,12 @@ impl BlocksTape {
             Strided::dense(c, c).t(),
             par,
         );
-        let mut x1 = vec![0f32; rows * c];
+        let mut x1 = buffer(rows * c);
         let bias = (!w.proj_b.is_empty()).then_some(&w.proj_b[..]);
         kernels::residual_add(&x, &branch, bias, keep_attn.as_deref(), n, c, &mut x1);
+        give_back([branch]);
 
-        let mut h2 = vec![0f32; rows * c];
+        let mut h2 = buffer(rows * c);
         let mut rstd2 = vec![0f32; rows];
         kernels::rms_forward(&x1, &w.norm2, self.eps, &mut h2, &mut rstd2);
         let fc13 = product(
@@ -258,7 +278,7 @@ impl BlocksTape {
             Strided::dense(2 * f, c).t(),
             par,
         );
-        let mut gate = vec![0f32; rows * f];
+        let mut gate = buffer(rows * f);
         kernels::swiglu_forward(&fc13, f, &mut gate);
         let branch = product(
             rows,
@@ -269,8 +289,9 @@ impl BlocksTape {
             Strided::dense(c, f).t(),
             par,
         );
-        let mut x2 = vec![0f32; rows * c];
+        let mut x2 = buffer(rows * c);
         kernels::residual_add(&x1, &branch, None, keep_mlp.as_deref(), n, c, &mut x2);
+        give_back([branch]);
         (
             x2,
             BlockTape {
@@ -326,14 +347,11 @@ impl BlocksTape {
         let rf = Strided::dense(rows, f);
 
         // MLP branch: x2 = x1 + keep * fc2(gate).
-        let scaled;
-        let dm: &[f32] = match &t.keep_mlp {
-            Some(keep) => {
-                scaled = kernels::scale_samples(&dx, keep, n, c);
-                &scaled
-            }
-            None => &dx,
-        };
+        let scaled = t
+            .keep_mlp
+            .as_ref()
+            .map(|keep| kernels::scale_samples(&dx, keep, n, c));
+        let dm: &[f32] = scaled.as_deref().unwrap_or(&dx);
         let d_fc2 = product(c, f, dm, rc.t(), &t.gate, rf, par);
         let mut dgate = t.gate;
         matmul(
@@ -346,8 +364,9 @@ impl BlocksTape {
             false,
             par,
         );
+        give_back(scaled);
         kernels::swiglu_backward(&mut t.fc13, f, &dgate);
-        drop(dgate);
+        give_back([dgate]);
         let d13 = t.fc13;
         let rf2 = Strided::dense(rows, 2 * f);
         let mut d_fc13 = product(2 * f, c, &d13, rf2.t(), &t.h2, rc, par);
@@ -362,21 +381,18 @@ impl BlocksTape {
             false,
             par,
         );
-        drop(d13);
+        give_back([d13]);
         let d_fc3 = d_fc13.split_off(f * c);
         // dx now becomes the gradient of x1.
         let d_norm2 = kernels::rms_backward(&t.x1, &w.norm2, &t.rstd2, &dh2, &mut dx);
-        drop(dh2);
+        give_back([dh2]);
 
         // Attention branch: x1 = x + keep * (proj(attn_out) + bias).
-        let scaled;
-        let da: &[f32] = match &t.keep_attn {
-            Some(keep) => {
-                scaled = kernels::scale_samples(&dx, keep, n, c);
-                &scaled
-            }
-            None => &dx,
-        };
+        let scaled = t
+            .keep_attn
+            .as_ref()
+            .map(|keep| kernels::scale_samples(&dx, keep, n, c));
+        let da: &[f32] = scaled.as_deref().unwrap_or(&dx);
         let d_proj_b = kernels::column_sums(da, c);
         let d_proj = product(c, c, da, rc.t(), &t.attn_out, rc, par);
         let mut d_out = t.attn_out;
@@ -390,8 +406,9 @@ impl BlocksTape {
             false,
             par,
         );
+        give_back(scaled);
 
-        let mut dqkv = vec![0f32; rows * 3 * c];
+        let mut dqkv = buffer(rows * 3 * c);
         let out = SharedOut::new(&mut dqkv);
         let mask = self.mask.as_deref();
         let qkv = &t.qkv;
@@ -429,7 +446,7 @@ impl BlocksTape {
                 }
             },
         );
-        drop(d_out);
+        give_back([d_out]);
         self.qkv_rows().backward(&mut dqkv);
         let d_qkv_b = kernels::column_sums(&dqkv, 3 * c);
         let r3c = Strided::dense(rows, 3 * c);
@@ -445,8 +462,9 @@ impl BlocksTape {
             false,
             par,
         );
-        drop(dqkv);
+        give_back([dqkv]);
         let d_norm1 = kernels::rms_backward(&t.x, &w.norm1, &t.rstd1, &dh1, &mut dx);
+        give_back([dh1, t.x, t.x1, t.qkv, t.probs]);
 
         grads.push((block.norm1.weight.clone(), d_norm1));
         grads.push((block.attn.qkv.weight.clone(), d_qkv));
