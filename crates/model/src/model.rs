@@ -340,9 +340,10 @@ impl Illama {
             return self.run(images, r, None);
         }
         let x0 = self.tokens(&images.to_dtype(self.dtype())?)?;
-        let n = x0.dim(1)?;
+        let (b, _, c) = x0.dims3()?;
+        // The blocks give the last token's output only: [B, 1, D].
         let (out, _) = self.blocks_on_cpu(&x0, r, None, false)?;
-        self.head_of(&Tensor::from_vec(out, x0.shape(), self.device())?, n, false)
+        self.head_of(&Tensor::from_vec(out, (b, 1, c), self.device())?, 1, false)
     }
 
     /// Whether the blocks run on the hand-written CPU path (`cpu_train`): CPU, f32 parameters,
@@ -416,11 +417,12 @@ impl Illama {
             });
         }
         let x0 = self.tokens(&images.to_dtype(self.dtype())?)?;
-        let (b, n, c) = x0.dims3()?;
+        let (b, _, c) = x0.dims3()?;
         let (out, tape) = self.blocks_on_cpu(&x0, r, Some(drop), true)?;
         let tape = tape.ok_or_else(|| candle_core::Error::msg("the blocks kept no tape"))?;
-        let blocks_out = Var::from_vec(out, (b, n, c), self.device())?;
-        let logits = self.head_of(blocks_out.as_tensor(), n, true)?;
+        // The last token's output of the blocks, [B, 1, D]: all the head reads.
+        let blocks_out = Var::from_vec(out, (b, 1, c), self.device())?;
+        let logits = self.head_of(blocks_out.as_tensor(), 1, true)?;
         Ok(TrainForward {
             logits,
             blocks: Some(BlocksPass {

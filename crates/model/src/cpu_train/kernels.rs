@@ -633,6 +633,26 @@ pub(crate) fn residual_add(
         });
 }
 
+/// The last of every `tokens` rows of `width` values: [samples, width].
+pub(crate) fn last_token_rows(m: &[f32], tokens: usize, width: usize) -> Vec<f32> {
+    let samples = m.len() / (tokens * width);
+    let mut out = buffer(samples * width);
+    for (o, sample) in out.chunks_mut(width).zip(m.chunks(tokens * width)) {
+        o.copy_from_slice(&sample[(tokens - 1) * width..]);
+    }
+    out
+}
+
+/// The inverse of [`last_token_rows`]: `rows` [samples, width] placed as the last of every
+/// `tokens` rows, zeros elsewhere.
+pub(crate) fn scatter_last_token_rows(rows: &[f32], tokens: usize, width: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows.len() * tokens];
+    for (sample, r) in out.chunks_mut(tokens * width).zip(rows.chunks(width)) {
+        sample[(tokens - 1) * width..].copy_from_slice(r);
+    }
+    out
+}
+
 /// `g * keep[sample]` per row: the gradient reaching a dropped-path branch.
 pub(crate) fn scale_samples(g: &[f32], keep: &[f32], tokens: usize, width: usize) -> Vec<f32> {
     let mut out = buffer(g.len());

@@ -48,8 +48,12 @@ struct BlockTape {
     qkv: Vec<f32>,
     /// [batch, heads, N, N]: the softmax of the scores, before the mask.
     probs: Vec<f32>,
-    /// [rows, C]: the heads' outputs before the projection.
+    /// The heads' outputs before the projection: [rows, C], or only the last token's rows
+    /// [batch, C] in the last block (see `last_token_only`).
     attn_out: Vec<f32>,
+    /// Whether everything after the attention ran on the last token's rows only: the last
+    /// block, whose other rows nothing reads (the head takes the last token).
+    last_token_only: bool,
     x1: Vec<f32>,
     rstd2: Vec<f32>,
     h2: Vec<f32>,
@@ -139,8 +143,9 @@ impl Weights {
 
 impl BlocksTape {
     /// Runs `blocks` on `x` [batch, tokens, dim] (row-major values) with the soft mask
-    /// `mask` [N, N] (`None`: all ones) and each block's drop-path factors. Returns the output
-    /// and, if `keep_tape`, the tape for [`BlocksTape::backward`].
+    /// `mask` [N, N] (`None`: all ones) and each block's drop-path factors. Returns the last
+    /// token's output [batch, dim] (all the head reads: the last block computes nothing else
+    /// after its attention) and, if `keep_tape`, the tape for [`BlocksTape::backward`].
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         blocks: &[Block],
@@ -165,9 +170,10 @@ impl BlocksTape {
             candle_core::bail!("rope tables do not match {} tokens", dims.tokens);
         }
         let mut x = x;
-        for (block, keep) in blocks.iter().zip(keep) {
+        let last = blocks.len().saturating_sub(1);
+        for (i, (block, keep)) in blocks.iter().zip(keep).enumerate() {
             let w = Weights::of(block)?;
-            let (out, t) = tape.block_forward(&w, x, keep);
+            let (out, t) = tape.block_forward(&w, x, keep, i == last);
             if keep_tape {
                 tape.tapes.push(t);
             } else {
@@ -190,7 +196,13 @@ impl BlocksTape {
         }
     }
 
-    fn block_forward(&self, w: &Weights, x: Vec<f32>, keep: DropFactors) -> (Vec<f32>, BlockTape) {
+    fn block_forward(
+        &self,
+        w: &Weights,
+        x: Vec<f32>,
+        keep: DropFactors,
+        last_token_only: bool,
+    ) -> (Vec<f32>, BlockTape) {
         let DropFactors {
             attn: keep_attn,
             mlp: keep_mlp,
@@ -252,6 +264,20 @@ impl BlocksTape {
             },
         );
 
+        // After the attention, the rows that go on: all, or the last token of each sample.
+        let (rows, n) = if last_token_only {
+            (batch, 1)
+        } else {
+            (rows, n)
+        };
+        let attn_out = if last_token_only {
+            let last = kernels::last_token_rows(&attn_out, self.dims.tokens, c);
+            give_back([attn_out]);
+            last
+        } else {
+            attn_out
+        };
+        let x_last = last_token_only.then(|| kernels::last_token_rows(&x, self.dims.tokens, c));
         let branch = product(
             rows,
             c,
@@ -263,8 +289,10 @@ impl BlocksTape {
         );
         let mut x1 = buffer(rows * c);
         let bias = (!w.proj_b.is_empty()).then_some(&w.proj_b[..]);
-        kernels::residual_add(&x, &branch, bias, keep_attn.as_deref(), n, c, &mut x1);
+        let x_in = x_last.as_deref().unwrap_or(&x);
+        kernels::residual_add(x_in, &branch, bias, keep_attn.as_deref(), n, c, &mut x1);
         give_back([branch]);
+        give_back(x_last);
 
         let mut h2 = buffer(rows * c);
         let mut rstd2 = vec![0f32; rows];
@@ -301,6 +329,7 @@ impl BlocksTape {
                 qkv,
                 probs,
                 attn_out,
+                last_token_only,
                 x1,
                 rstd2,
                 h2,
@@ -343,14 +372,20 @@ impl BlocksTape {
         let rows = self.dims.rows();
         let hd = self.dims.head_dim();
         let par = threads();
-        let rc = Strided::dense(rows, c);
-        let rf = Strided::dense(rows, f);
+        // The rows after the attention: all, or the last token's (`dx` has as many).
+        let (mrows, mtokens) = if t.last_token_only {
+            (self.dims.batch, 1)
+        } else {
+            (rows, n)
+        };
+        let rc = Strided::dense(mrows, c);
+        let rf = Strided::dense(mrows, f);
 
         // MLP branch: x2 = x1 + keep * fc2(gate).
         let scaled = t
             .keep_mlp
             .as_ref()
-            .map(|keep| kernels::scale_samples(&dx, keep, n, c));
+            .map(|keep| kernels::scale_samples(&dx, keep, mtokens, c));
         let dm: &[f32] = scaled.as_deref().unwrap_or(&dx);
         let d_fc2 = product(c, f, dm, rc.t(), &t.gate, rf, par);
         let mut dgate = t.gate;
@@ -368,7 +403,7 @@ impl BlocksTape {
         kernels::swiglu_backward(&mut t.fc13, f, &dgate);
         give_back([dgate]);
         let d13 = t.fc13;
-        let rf2 = Strided::dense(rows, 2 * f);
+        let rf2 = Strided::dense(mrows, 2 * f);
         let mut d_fc13 = product(2 * f, c, &d13, rf2.t(), &t.h2, rc, par);
         let mut dh2 = t.h2;
         matmul(
@@ -391,7 +426,7 @@ impl BlocksTape {
         let scaled = t
             .keep_attn
             .as_ref()
-            .map(|keep| kernels::scale_samples(&dx, keep, n, c));
+            .map(|keep| kernels::scale_samples(&dx, keep, mtokens, c));
         let da: &[f32] = scaled.as_deref().unwrap_or(&dx);
         let d_proj_b = kernels::column_sums(da, c);
         let d_proj = product(c, c, da, rc.t(), &t.attn_out, rc, par);
@@ -407,6 +442,15 @@ impl BlocksTape {
             par,
         );
         give_back(scaled);
+        let (d_out, mut dx) = if t.last_token_only {
+            let full = kernels::scatter_last_token_rows(&d_out, n, c);
+            let dx_full = kernels::scatter_last_token_rows(&dx, n, c);
+            give_back([d_out, dx]);
+            (full, dx_full)
+        } else {
+            (d_out, dx)
+        };
+        let rc = Strided::dense(rows, c);
 
         let mut dqkv = buffer(rows * 3 * c);
         let out = SharedOut::new(&mut dqkv);
