@@ -164,3 +164,9 @@ fn inference_on_the_cpu_path_matches_the_graph() {
         assert!(max_abs(&want) > 0.0);
     }
 }
+
+#[test]
+fn one_block_is_also_the_last() {
+    let drop = DropPath { rate: 0.3, seed: 1 };
+    compare(config(32, 1, 2, 32, 64), 2, 0.5, drop);
+}
