@@ -104,9 +104,10 @@ impl AdamW {
             let step_size = lr / bias_correction1;
             let bias_correction2_sqrt = bias_correction2.sqrt();
             let g = g.to_dtype(DType::F32)?;
-            let decay = if p.decay { weight_decay } else { 0.0 };
+            let decays = p.decay && weight_decay != 0.0;
             let constants = StepConstants {
-                keep: (1.0 - lr * decay) as f32,
+                decays,
+                keep: (1.0 - lr * weight_decay) as f32,
                 one_minus_beta1: (1.0 - beta1) as f32,
                 beta2: beta2 as f32,
                 one_minus_beta2: (1.0 - beta2) as f32,
@@ -151,6 +152,8 @@ impl AdamW {
 
 /// The f32 constants of one parameter's step (what candle's `affine` would cast them to).
 struct StepConstants {
+    /// Whether the weight is multiplied by `keep` (the tensor version's condition).
+    decays: bool,
     keep: f32,
     one_minus_beta1: f32,
     beta2: f32,
@@ -194,11 +197,12 @@ fn cpu_step(
         .zip(g.par_chunks(CHUNK))
         .for_each(|((w, (m, v)), g)| {
             for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(g) {
-                let decayed = if c.keep != 1.0 { *w * c.keep + 0.0 } else { *w };
-                *m = (g - *m) * c.one_minus_beta1 + *m;
-                *v = *v * c.beta2 + (g * c.one_minus_beta2) * g;
+                // `affine(a, 0)` is `x * a + 0.0`, which turns -0.0 into +0.0: kept for the bits.
+                let decayed = if c.decays { *w * c.keep + 0.0 } else { *w };
+                *m = ((g - *m) * c.one_minus_beta1 + 0.0) + *m;
+                *v = (*v * c.beta2 + 0.0) + ((g * c.one_minus_beta2 + 0.0) * g);
                 let denom = v.sqrt() * c.inv_bc2_sqrt + c.eps;
-                *w = decayed + (*m / denom) * c.neg_step_size;
+                *w = decayed + ((*m / denom) * c.neg_step_size + 0.0);
             }
         });
     Ok(Some((w, m, v)))
@@ -239,17 +243,30 @@ mod tests {
                     "a.bias".to_string(),
                     Var::from_vec(values(2, 20), 20, &device).unwrap(),
                 ),
+                // Negative zeros with zero gradients: `affine`'s `+ 0.0` turns them positive.
+                (
+                    "z.weight".to_string(),
+                    Var::from_vec(vec![-0.0f32; 12], (3, 4), &device).unwrap(),
+                ),
+                (
+                    "z.bias".to_string(),
+                    Var::from_vec(vec![-0.0f32; 3], 3, &device).unwrap(),
+                ),
             ];
             AdamW::new(named, AdamWConfig::default()).unwrap()
         };
         let (mut fused, mut plain) = (make(), make());
-        for step in 0..3 {
+        // A learning rate of 0 (the first warmup step) decays by a factor that rounds to 1.
+        for (step, lr) in [4e-3, 0.0, 4e-3].into_iter().enumerate() {
+            let step = step as u32;
             let grads = vec![
                 Some(Tensor::from_vec(values(10 + step, 600), (20, 30), &device).unwrap()),
                 Some(Tensor::from_vec(values(20 + step, 20), 20, &device).unwrap()),
+                Some(Tensor::from_vec(vec![0f32; 12], (3, 4), &device).unwrap()),
+                Some(Tensor::from_vec(vec![0f32; 3], 3, &device).unwrap()),
             ];
-            fused.step_on(&grads, 4e-3, 0.05, true).unwrap();
-            plain.step_on(&grads, 4e-3, 0.05, false).unwrap();
+            fused.step_on(&grads, lr, 0.05, true).unwrap();
+            plain.step_on(&grads, lr, 0.05, false).unwrap();
         }
         let bits = |t: &Tensor| -> Vec<u32> {
             let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();

@@ -27,8 +27,11 @@ macro_rules! vectorised {
                 unsafe fn avx2($($arg: $ty),*) {
                     portable($($arg),*)
                 }
-                if std::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has the feature (and AVX2 and FMA with it).
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has all three features.
                     return unsafe { avx512($($arg),*) };
                 }
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -226,20 +229,23 @@ pub(crate) unsafe fn matmul_raw(
 
 /// A buffer that parallel tasks write at disjoint strided places (see [`matmul_raw`]).
 #[derive(Clone, Copy)]
-pub(crate) struct SharedOut {
+pub(crate) struct SharedOut<'a> {
     ptr: *mut f32,
     len: usize,
+    /// Borrows the buffer for as long as the tasks may write it.
+    buffer: std::marker::PhantomData<&'a mut [f32]>,
 }
 
 // SAFETY: only used through `matmul_raw`/`rows_mut`, whose callers write disjoint elements.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
+unsafe impl Send for SharedOut<'_> {}
+unsafe impl Sync for SharedOut<'_> {}
 
-impl SharedOut {
-    pub fn new(buf: &mut [f32]) -> SharedOut {
+impl<'a> SharedOut<'a> {
+    pub fn new(buf: &'a mut [f32]) -> SharedOut<'a> {
         SharedOut {
             ptr: buf.as_mut_ptr(),
             len: buf.len(),
+            buffer: std::marker::PhantomData,
         }
     }
 

@@ -166,6 +166,22 @@ impl BlocksTape {
             sin: values(rope.1)?,
             eps: eps as f32,
         };
+        // The attention tasks write disjoint (sample, head) blocks that must cover whole rows.
+        if dims.heads == 0 || dims.dim % dims.heads != 0 || dims.head_dim() % 2 != 0 {
+            candle_core::bail!(
+                "{} heads do not split {} values into even heads",
+                dims.heads,
+                dims.dim
+            );
+        }
+        if x.len() != dims.rows() * dims.dim {
+            candle_core::bail!(
+                "{} values for {} rows of {}",
+                x.len(),
+                dims.rows(),
+                dims.dim
+            );
+        }
         if tape.cos.len() != dims.tokens * dims.head_dim() / 2 {
             candle_core::bail!("rope tables do not match {} tokens", dims.tokens);
         }
