@@ -1,7 +1,9 @@
 //! Our logits against PyTorch's, for a model built in PyTorch from the spec
 //! (fixtures/gen/make_model.py), at several input sizes and soft-mask rates.
 
+mod common;
 use candle_core::{DType, Device, Tensor};
+use common::max_abs_diff;
 use illama_arch::IllamaConfig;
 use illama_model::{load, LoadOptions};
 use std::path::{Path, PathBuf};
@@ -16,19 +18,6 @@ fn cases(name: &str) -> std::collections::HashMap<String, Tensor> {
         &Device::Cpu,
     )
     .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn check(weights: &Path, config: Option<IllamaConfig>, case_name: &str, sizes: &[usize]) {

@@ -2,7 +2,9 @@
 //! model: logits and the gradient of every parameter, with a soft mask, stochastic depth and
 //! several batch, token and width shapes (the PyTorch comparison is `train/tests/one_step.rs`).
 
+mod common;
 use candle_core::{DType, Device, Tensor};
+use common::{max_abs, max_abs_diff};
 use illama_arch::IllamaConfig;
 use illama_model::{DropPath, Illama};
 
@@ -18,30 +20,6 @@ fn random(shape: &[usize], seed: u64) -> Tensor {
         })
         .collect();
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn max_abs(a: &Tensor) -> f32 {
-    a.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// Both paths on one model; every gradient within `tol` of the largest value of its autograd
@@ -74,7 +52,7 @@ fn compare(config: IllamaConfig, batch: usize, r: f64, drop: DropPath) {
     let loss = (&logits * &up).unwrap().sum_all().unwrap();
     let got = pass.backward(&loss).unwrap();
 
-    let d = max_diff(&logits, &want_logits);
+    let d = max_abs_diff(&logits, &want_logits);
     assert!(
         d < 1e-4 * max_abs(&want_logits).max(1.0),
         "logits differ by {d}"
@@ -88,7 +66,7 @@ fn compare(config: IllamaConfig, batch: usize, r: f64, drop: DropPath) {
             .unwrap_or_else(|| panic!("the CPU path gives {name} no gradient"));
         assert_eq!(g.dims(), w.dims(), "{name}");
         let scale = max_abs(w).max(1e-3);
-        let d = max_diff(g, w);
+        let d = max_abs_diff(g, w);
         assert!(d <= 2e-4 * scale, "{name}: max |diff| {d}, largest {scale}");
     }
 }
@@ -156,7 +134,7 @@ fn inference_on_the_cpu_path_matches_the_graph() {
             .forward_train(&images, r, DropPath::default())
             .unwrap();
         let got = model.forward_with(&images, r).unwrap();
-        let d = max_diff(&got, &want);
+        let d = max_abs_diff(&got, &want);
         assert!(
             d < 1e-4 * max_abs(&want).max(1.0),
             "r {r}: logits differ by {d}"

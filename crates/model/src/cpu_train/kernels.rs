@@ -9,8 +9,7 @@ use std::sync::Mutex;
 
 /// Defines `fn $name` three times: as written, and compiled for AVX2 + FMA and for AVX-512,
 /// chosen at run time (the default build targets plain x86-64, which leaves the elementwise
-/// loops 4 wide; `exp` over a row of scores: 1.1 ns per value as written, 0.57 with AVX2, 0.39
-/// with AVX-512 on the benchmark machine).
+/// loops 4 wide).
 macro_rules! vectorised {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
@@ -152,8 +151,8 @@ pub(crate) fn product(
 }
 
 /// Buffers handed back after use, for the next block or step: a fresh buffer is zero-filled,
-/// a pass over memory each (6% of `verify`'s time before), and every buffer here is
-/// overwritten whole by its next user.
+/// a pass over memory each (see docs/benchmarks.md), and every buffer here is overwritten
+/// whole by its next user.
 static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 
 /// At most this many buffers wait in the pool (a block uses about a dozen).
@@ -524,6 +523,13 @@ vectorised! {
                 None => row.iter_mut().for_each(|v| *v *= inv),
             }
         }
+    }
+}
+
+/// `out = a * b`, element by element.
+pub(crate) fn multiply(a: &[f32], b: &[f32], out: &mut [f32]) {
+    for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
+        *o = a * b;
     }
 }
 

@@ -86,7 +86,8 @@ impl BlockTape {
 pub(crate) struct BlocksTape {
     dims: Dims,
     blocks: Vec<Block>,
-    tapes: Vec<BlockTape>,
+    /// Each block's weights as its forward pass read them, and its tape.
+    tapes: Vec<(Weights, BlockTape)>,
     mask: Option<Vec<f32>>,
     cos: Vec<f32>,
     sin: Vec<f32>,
@@ -191,7 +192,7 @@ impl BlocksTape {
             let w = Weights::of(block)?;
             let (out, t) = tape.block_forward(&w, x, keep, i == last);
             if keep_tape {
-                tape.tapes.push(t);
+                tape.tapes.push((w, t));
             } else {
                 t.give_back();
             }
@@ -362,9 +363,8 @@ impl BlocksTape {
     pub fn backward(mut self, dout: Vec<f32>) -> Result<(Vec<f32>, ParamGrads)> {
         let mut grads = ParamGrads::new();
         let mut d = dout;
-        while let Some(t) = self.tapes.pop() {
+        while let Some((w, t)) = self.tapes.pop() {
             let block = self.blocks[self.tapes.len()].clone();
-            let w = Weights::of(&block)?;
             d = self.block_backward(&block, &w, t, d, &mut grads);
         }
         Ok((d, grads))
@@ -486,10 +486,7 @@ impl BlocksTape {
                 matmul(dp, nn, &d_out, dout, qkv, v.t(), false, none);
                 let p: &[f32] = match mask {
                     Some(m) => {
-                        masked
-                            .iter_mut()
-                            .zip(y.iter().zip(m))
-                            .for_each(|(o, (y, m))| *o = y * m);
+                        kernels::multiply(y, m, masked);
                         masked
                     }
                     None => y,
