@@ -33,7 +33,7 @@ pub use error::{FormatError, Result};
 pub use input::{open_regular, read_bounded, InputError};
 pub use output::{AtomicDir, AtomicFile, OutTensor, OutputPolicy};
 pub use progress::{NoProgress, Progress};
-pub use source::Storage;
+pub use source::{MapMode, MapWindow, Storage};
 pub use store::{
     detect_format, Format, NonTensor, OpenOptions, TensorInfo, TensorStore, TensorView,
 };

@@ -56,6 +56,45 @@ impl SourceFile {
         Ok(std::io::BufReader::with_capacity(64 << 10, f))
     }
 
+    /// Maps `[start, start + len)` into our page tables now, in one call
+    /// (`MADV_POPULATE_READ`, Linux 5.14 and later) rather than a page fault per folio as the
+    /// bytes are touched. A hint: where the kernel lacks it, touching the bytes faults them in.
+    pub fn populate(&self, start: u64, len: u64) {
+        if len == 0 || start >= self.len() {
+            return;
+        }
+        let len = len.min(self.len() - start);
+        #[cfg(target_os = "linux")]
+        let _ = self
+            .map
+            .advise_range(memmap2::Advice::PopulateRead, start as usize, len as usize);
+    }
+
+    /// Whether every page of `[start, start + len)` is in the page cache (`mincore`); `None`
+    /// where the system cannot say. Linux answers only for files the caller owns or may write,
+    /// and reports the others' pages as absent.
+    pub fn resident(&self, start: u64, len: u64) -> Option<bool> {
+        if len == 0 || start.checked_add(len)? > self.len() {
+            return None;
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let page = u64::try_from(page).ok().filter(|p| p.is_power_of_two())?;
+        let first = start - start % page;
+        let span = start + len - first;
+        let mut flags = vec![0u8; span.div_ceil(page) as usize];
+        // SAFETY: the range lies inside our mapping (checked above; the mapping starts on a page
+        // boundary, so `first` is one too), and `flags` holds one byte per page of it.
+        let r = unsafe {
+            libc::mincore(
+                self.map.as_ptr().add(first as usize) as *mut libc::c_void,
+                span as usize,
+                flags.as_mut_ptr() as _,
+            )
+        };
+        (r == 0).then(|| flags.iter().all(|f| f & 1 == 1))
+    }
+
     /// Drops our mapping of `[start, start + len)` from the resident set (the page cache keeps
     /// the data; touching it again maps it back).
     pub fn release(&self, start: u64, len: u64) {
@@ -72,6 +111,92 @@ impl SourceFile {
                 len as usize,
             )
         };
+    }
+}
+
+/// The alignment of what a [`MapWindow`] maps and gives back: the x86-64 huge page. Page-cache
+/// folios this large are mapped by one page-table entry, and giving back only part of one would
+/// split it (a TLB flush on every core running this process).
+const MAP_CHUNK: u64 = 2 << 20;
+
+/// How a [`MapWindow`] maps the bytes it is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapMode {
+    /// Map the whole aligned chunks holding them, in one call each. The fastest way to read
+    /// scattered rows that are in the page cache; on a cold cache it would read the chunks
+    /// whole from disk.
+    WholeChunks,
+    /// Map only the bytes asked for: reads from disk no more than that.
+    Exact,
+}
+
+/// Reads byte ranges of memory-mapped files through the map (no copy), keeping mapped only the
+/// [`MAP_CHUNK`]-aligned chunks that cover the latest range: moving on gives the others back,
+/// so however much of a file is read, at most the latest range plus two chunks count against
+/// the resident set. Ranges read in increasing order map and give back each chunk once.
+#[derive(Debug, Default)]
+pub struct MapWindow<'a> {
+    /// The file and the chunk-aligned span of it now mapped.
+    open: Option<(&'a SourceFile, u64, u64)>,
+}
+
+impl<'a> MapWindow<'a> {
+    pub(crate) fn read(
+        &mut self,
+        src: &'a SourceFile,
+        start: u64,
+        len: u64,
+        mode: MapMode,
+    ) -> Option<&'a [u8]> {
+        let end = start.checked_add(len).filter(|&e| e <= src.len())?;
+        let lo = start - start % MAP_CHUNK;
+        let hi = end
+            .div_ceil(MAP_CHUNK)
+            .saturating_mul(MAP_CHUNK)
+            .min(src.len());
+        match self.open {
+            Some((f, open_lo, open_hi)) if std::ptr::eq(f, src) && lo < open_hi && open_lo < hi => {
+                // Give back what lies outside the new span; map what is new in it.
+                if open_lo < lo {
+                    src.release(open_lo, lo - open_lo);
+                }
+                if hi < open_hi {
+                    src.release(hi, open_hi - hi);
+                }
+                if mode == MapMode::WholeChunks {
+                    if lo < open_lo {
+                        src.populate(lo, open_lo - lo);
+                    }
+                    if open_hi < hi {
+                        src.populate(open_hi, hi - open_hi);
+                    }
+                }
+            }
+            _ => {
+                self.close();
+                if mode == MapMode::WholeChunks {
+                    src.populate(lo, hi - lo);
+                }
+            }
+        }
+        if mode == MapMode::Exact {
+            src.populate(start, len);
+        }
+        self.open = Some((src, lo, hi));
+        Some(&src.map[start as usize..end as usize])
+    }
+
+    /// Gives back everything mapped.
+    pub fn close(&mut self) {
+        if let Some((src, lo, hi)) = self.open.take() {
+            src.release(lo, hi - lo);
+        }
+    }
+}
+
+impl Drop for MapWindow<'_> {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -241,4 +366,95 @@ pub(crate) fn stream_inflated(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file of `len` bytes whose byte `i` is a function of `i`, opened as a source.
+    fn patterned(len: usize) -> (tempfile::NamedTempFile, SourceFile) {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), &bytes).unwrap();
+        let src = SourceFile::open(f.path()).unwrap();
+        (f, src)
+    }
+
+    fn expected(start: u64, len: u64) -> Vec<u8> {
+        (start..start + len)
+            .map(|i| (i as usize * 7 + i as usize / 4096) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn map_window_reads_the_bytes_asked_for_in_both_modes() {
+        let len = 3 * MAP_CHUNK as usize + 12_345;
+        let (_f, src) = patterned(len);
+        for mode in [MapMode::WholeChunks, MapMode::Exact] {
+            let mut w = MapWindow::default();
+            // Increasing rows that cross chunk boundaries, a jump back, then the file's tail.
+            let mut ranges: Vec<(u64, u64)> = (0..30).map(|i| (i * 200_003 + 5, 9_000)).collect();
+            ranges.push((17, 100));
+            ranges.push((len as u64 - 300, 300));
+            for (start, n) in ranges {
+                let got = w.read(&src, start, n, mode).expect("inside the file");
+                assert_eq!(got, &expected(start, n)[..], "{mode:?} at {start}");
+            }
+            w.close();
+            // Given back, the bytes still read the same (mapped in again).
+            assert_eq!(
+                w.read(&src, 4096, 64, mode).unwrap(),
+                &expected(4096, 64)[..]
+            );
+        }
+    }
+
+    #[test]
+    fn map_window_keeps_only_the_chunks_around_the_latest_range() {
+        let len = 6 * MAP_CHUNK as usize;
+        let (_f, src) = patterned(len);
+        let mut w = MapWindow::default();
+        // Rows spread through the file, then rows that each straddle the next chunk boundary
+        // (every window then overlaps the one before).
+        let spread = (0..)
+            .map(|i| i * 700_001)
+            .take_while(|&at| at + 20_000 < len as u64);
+        let straddling = (1..6).map(|i| i * MAP_CHUNK - 10_000);
+        for at in spread.chain(straddling) {
+            w.read(&src, at, 20_000, MapMode::WholeChunks).unwrap();
+            let (_, lo, hi) = w.open.expect("a range is mapped");
+            assert!(
+                lo <= at && at + 20_000 <= hi,
+                "the range is inside the window"
+            );
+            assert!(
+                hi - lo <= 2 * MAP_CHUNK,
+                "window {lo}..{hi} spans more than two chunks"
+            );
+            assert!(lo % MAP_CHUNK == 0 && (hi % MAP_CHUNK == 0 || hi == len as u64));
+        }
+    }
+
+    #[test]
+    fn map_window_refuses_ranges_outside_the_file() {
+        let (_f, src) = patterned(10_000);
+        let mut w = MapWindow::default();
+        assert!(w.read(&src, 9_990, 11, MapMode::WholeChunks).is_none());
+        assert!(w.read(&src, u64::MAX - 2, 5, MapMode::Exact).is_none());
+        assert_eq!(w.read(&src, 9_990, 10, MapMode::Exact).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn residency_of_a_file_just_written_and_read() {
+        let (_f, src) = patterned(64 << 10);
+        let mut sink = vec![0u8; 64 << 10];
+        src.read_at(0, &mut sink).unwrap();
+        // Just read, so cached; where the system cannot say (not Linux), `None`.
+        if let Some(all) = src.resident(0, 64 << 10) {
+            assert!(all);
+        }
+        assert_eq!(src.resident(0, 0), None);
+        assert_eq!(src.resident(60 << 10, 8 << 10), None, "past the end");
+    }
 }

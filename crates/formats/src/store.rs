@@ -3,7 +3,7 @@
 
 use crate::dtype::DType;
 use crate::error::{FormatError, Result};
-use crate::source::{SourceFile, Storage};
+use crate::source::{MapMode, MapWindow, SourceFile, Storage};
 use crate::torch;
 use crate::tree::{self, Leaf, Node, RootChoice};
 use serde::Serialize;
@@ -474,6 +474,27 @@ impl TensorStore {
                 );
             }
         }
+    }
+
+    /// Bytes `at..at + len` of a storage stored in place, read through the memory map (no copy)
+    /// and kept mapped by `window` until it moves on (see [`MapWindow`]). `None` for storages
+    /// not stored in place, or a range outside the storage.
+    pub fn read_mapped<'a>(
+        &'a self,
+        window: &mut MapWindow<'a>,
+        s: &Storage,
+        at: u64,
+        len: u64,
+        mode: MapMode,
+    ) -> Option<&'a [u8]> {
+        let end = at.checked_add(len).filter(|&e| e <= s.nbytes)?;
+        window.read(&self.files[s.file], s.file_offset()? + at, end - at, mode)
+    }
+
+    /// Whether bytes `at..at + len` of a storage stored in place are all in the page cache;
+    /// `None` when the storage is compressed or the system cannot say.
+    pub fn storage_resident(&self, s: &Storage, at: u64, len: u64) -> Option<bool> {
+        self.files[s.file].resident(s.file_offset()? + at, len)
     }
 
     /// Tells the kernel we are done with a tensor's mapped pages, so that they stop counting

@@ -1,18 +1,21 @@
 //! A teacher weight as one logical matrix, however it is stored: a single tensor, row blocks
 //! stacked (q/k/v), model-parallel pieces (Meta shards), rows in Meta's interleaved-RoPE order.
 //! GGUF tensors (possibly block-quantised) as rows read one at a time.
-//! Gathering reads only the selected rows, straight from the memory map or with `pread`.
+//! Gathering reads only the selected rows, in place through the memory map: each thread keeps
+//! only the few megabytes around its current row mapped (see [`MapWindow`]), so the resident set
+//! stays flat however large the teacher is.
 
 use half::{bf16, f16};
 use illama_formats::gguf::{GgufFile, GgufTensor};
-use illama_formats::{DType, FormatError, Storage, TensorStore, TensorView};
+use illama_formats::{DType, FormatError, MapMode, MapWindow, Storage, TensorStore, TensorView};
 
 /// Part of a row block held by one stored tensor (a model-parallel shard, or the whole block).
 pub(crate) struct Piece<'a> {
     pub view: TensorView<'a>,
-    /// The storage when it lies uncompressed in the file: rows are then read with `pread`,
-    /// which leaves the resident set flat (touching the mapping would count whole page folios,
-    /// megabytes at a time, against it) and costs one copy.
+    /// The storage when it lies uncompressed in the file: whole rows are then read in place
+    /// through a [`MapWindow`], which maps the pages around the rows being read and gives them
+    /// back as it moves on (reading them without the window would leave every page touched
+    /// counted against the resident set).
     pub in_file: Option<(&'a TensorStore, &'a Storage)>,
     pub row0: usize,
     pub col0: usize,
@@ -55,83 +58,150 @@ fn hf_to_meta_row(row: usize, head_dim: usize) -> usize {
 /// Fewer rows than this are gathered on the calling thread alone.
 const ROWS_PER_THREAD: usize = 32;
 
+/// Rows sampled to decide whether a gather needs read-ahead hints (see [`Matrix::prefetch`]).
+const RESIDENCY_PROBES: usize = 16;
+
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// A selected row stored whole in one uncompressed piece: the bytes from its first to its last
+/// selected column, read in place through the memory map.
+struct MappedRow<'a> {
+    store: &'a TensorStore,
+    storage: &'a Storage,
+    /// Byte offset into the storage of the row's first selected column.
+    at: u64,
+    len: u64,
+}
+
 impl Matrix<'_> {
-    /// The elements at `rows x cols` (C order), in the matrix's dtype. For a vector the only
-    /// column is 0. Large selections are split by rows over one thread per core: reading the
-    /// rows (a copy out of the page cache) is most of the time selection takes.
-    pub fn gather(&self, rows: &[usize], cols: &[usize]) -> Result<Vec<u8>, FormatError> {
-        self.prefetch(rows, cols);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = cores.min(rows.len() / ROWS_PER_THREAD).max(1);
-        if threads == 1 {
-            return self.gather_rows(rows, cols);
+    /// The elements at `rows x cols` (C order), in the matrix's dtype, into `out`, which holds
+    /// exactly that many (its previous contents are all overwritten). For a vector the only
+    /// column is 0. Large selections are split by rows over one thread per core: reading the rows
+    /// out of the page cache is most of the time selection takes.
+    pub fn gather(
+        &self,
+        rows: &[usize],
+        cols: &[usize],
+        out: &mut [u8],
+    ) -> Result<(), FormatError> {
+        let row_bytes = cols.len() * self.dtype.size();
+        assert_eq!(out.len(), rows.len() * row_bytes, "gather: output size");
+        let mode = self.prefetch(rows, cols);
+        let threads = cores().min(rows.len() / ROWS_PER_THREAD).max(1);
+        if threads == 1 || row_bytes == 0 {
+            return self.gather_rows(rows, cols, out, mode);
         }
-        let parts: Vec<Result<Vec<u8>, FormatError>> = std::thread::scope(|s| {
+        let per_thread = rows.len().div_ceil(threads);
+        std::thread::scope(|s| {
             let handles: Vec<_> = rows
-                .chunks(rows.len().div_ceil(threads))
-                .map(|part| s.spawn(move || self.gather_rows(part, cols)))
+                .chunks(per_thread)
+                .zip(out.chunks_mut(per_thread * row_bytes))
+                .map(|(part, dst)| s.spawn(move || self.gather_rows(part, cols, dst, mode)))
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().expect("a gathering thread panicked"))
-                .collect()
-        });
-        let mut out = Vec::with_capacity(rows.len() * cols.len() * self.dtype.size());
-        for p in parts {
-            out.extend_from_slice(&p?);
-        }
-        Ok(out)
+                .try_for_each(|h| h.join().expect("a gathering thread panicked"))
+        })
     }
 
-    /// Hints the kernel to read every selected row of the stored pieces now: on a cold page
-    /// cache the rows then arrive in parallel instead of one synchronous read at a time.
-    fn prefetch(&self, rows: &[usize], cols: &[usize]) {
-        let es = self.dtype.size();
-        let (Some(&first), Some(&last)) = (cols.iter().min(), cols.iter().max()) else {
-            return;
+    /// Row `r`'s selected span when it can be read in place (see [`MappedRow`]); `span` is the
+    /// lowest and highest selected column.
+    fn mapped_row(&self, r: usize, span: Option<(usize, usize)>) -> Option<MappedRow<'_>> {
+        let (block, mut local) = self.block_of(r);
+        if let Some(hd) = block.meta_rope_head_dim {
+            local = hf_to_meta_row(local, hd);
+        }
+        let RowSource::Pieces(pieces) = &block.source else {
+            return None;
         };
-        for &r in rows {
-            let (block, mut local) = self.block_of(r);
-            if let Some(hd) = block.meta_rope_head_dim {
-                local = hf_to_meta_row(local, hd);
-            }
-            if let RowSource::Pieces(pieces) = &block.source {
-                for p in pieces {
-                    if let (Some((store, storage)), true) =
-                        (p.in_file, (p.row0..p.row0 + p.rows).contains(&local))
-                    {
-                        let (base, stride) = row_base(p, local - p.row0);
-                        if stride == 1 && p.col0 == 0 && p.cols == self.cols {
-                            let lo = ((base + first) * es) as u64;
-                            store.prefetch_storage_range(
-                                storage,
-                                lo,
-                                ((last + 1 - first) * es) as u64,
-                            );
-                        }
-                    }
-                }
-            }
-        }
+        let mut in_row = pieces
+            .iter()
+            .filter(|p| (p.row0..p.row0 + p.rows).contains(&local));
+        let (p, None) = (in_row.next()?, in_row.next()) else {
+            return None;
+        };
+        let (store, storage) = p.in_file?;
+        let (base, stride) = row_base(p, local - p.row0);
+        let (first, last) = span?;
+        let es = self.dtype.size();
+        (p.col0 == 0 && p.cols == self.cols && stride == 1).then(|| MappedRow {
+            store,
+            storage,
+            at: ((base + first) * es) as u64,
+            len: ((last + 1 - first) * es) as u64,
+        })
     }
 
-    fn gather_rows(&self, rows: &[usize], cols: &[usize]) -> Result<Vec<u8>, FormatError> {
+    /// On a cold page cache, hints the kernel to read every selected row now (one
+    /// `posix_fadvise(WILLNEED)` each), so the rows arrive in parallel instead of one page
+    /// fault at a time. A few rows are probed first: when they are all cached, as they are when
+    /// the teacher was read recently, no hint is sent (each costs a system call). Returns how
+    /// to map the rows: whole chunks when cached, only the rows otherwise.
+    fn prefetch(&self, rows: &[usize], cols: &[usize]) -> MapMode {
+        let span = column_span(cols);
+        let spans: Vec<MappedRow<'_>> = rows
+            .iter()
+            .filter_map(|&r| self.mapped_row(r, span))
+            .collect();
+        let step = (spans.len() / RESIDENCY_PROBES).max(1);
+        let cached = spans
+            .iter()
+            .step_by(step)
+            .all(|m| m.store.storage_resident(m.storage, m.at, m.len) == Some(true));
+        if cached {
+            return MapMode::WholeChunks;
+        }
+        for m in &spans {
+            m.store.prefetch_storage_range(m.storage, m.at, m.len);
+        }
+        MapMode::Exact
+    }
+
+    /// Rows `rows` into `dst`, `cols.len()` elements each.
+    fn gather_rows(
+        &self,
+        rows: &[usize],
+        cols: &[usize],
+        dst: &mut [u8],
+        mode: MapMode,
+    ) -> Result<(), FormatError> {
         let es = self.dtype.size();
-        let mut out = Vec::with_capacity(rows.len() * cols.len() * es);
         let mut raw = Vec::new();
         let mut row_f32 = Vec::new();
+        let mut window = MapWindow::default();
         // The GGUF row in `raw`/`row_f32` (file offset of its tensor, row), read once for all
         // the elements a vector gives.
         let mut loaded: Option<(u64, usize)> = None;
-        for &r in rows {
+        let span = column_span(cols);
+        for (&r, dst) in rows.iter().zip(dst.chunks_exact_mut(cols.len() * es)) {
+            if let Some(m) = self.mapped_row(r, span) {
+                let Some(src) = m
+                    .store
+                    .read_mapped(&mut window, m.storage, m.at, m.len, mode)
+                else {
+                    return Err(FormatError::Invalid(format!(
+                        "{}: a row lies outside the file",
+                        m.storage.key
+                    )));
+                };
+                let first = span.map_or(0, |(first, _)| first);
+                match es {
+                    2 => pick::<2>(src, first, cols, dst),
+                    4 => pick::<4>(src, first, cols, dst),
+                    8 => pick::<8>(src, first, cols, dst),
+                    _ => pick::<1>(src, first, cols, dst),
+                }
+                continue;
+            }
             let (block, mut local) = self.block_of(r);
             if let Some(hd) = block.meta_rope_head_dim {
                 local = hf_to_meta_row(local, hd);
             }
             match &block.source {
-                RowSource::Pieces(pieces) => {
-                    gather_pieces(pieces, self.cols, es, local, cols, &mut raw, &mut out)?
-                }
+                RowSource::Pieces(pieces) => gather_pieces(pieces, self.cols, es, local, cols, dst),
                 RowSource::Gguf { file, tensor } => {
                     // A vector is one stored row: logical row `local` is its element `local`.
                     let (row, picks) = if tensor.shape.len() == 1 {
@@ -150,17 +220,17 @@ impl Matrix<'_> {
                         }
                         loaded = Some(key);
                     }
-                    for &c in picks {
+                    for (&c, d) in picks.iter().zip(dst.chunks_exact_mut(es)) {
                         if plain {
-                            out.extend_from_slice(&raw[c * es..(c + 1) * es]);
+                            d.copy_from_slice(&raw[c * es..(c + 1) * es]);
                         } else {
-                            push_as(self.dtype, row_f32[c], &mut out);
+                            store_as(self.dtype, row_f32[c], d);
                         }
                     }
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn block_of(&self, mut r: usize) -> (&RowBlock<'_>, usize) {
@@ -174,58 +244,37 @@ impl Matrix<'_> {
     }
 }
 
-/// Row `local` of a block stored as pieces: the elements at `cols`.
+/// The lowest and highest of the selected columns.
+fn column_span(cols: &[usize]) -> Option<(usize, usize)> {
+    Some((*cols.iter().min()?, *cols.iter().max()?))
+}
+
+/// Row `local` of a block stored as pieces that [`Matrix::mapped_row`] cannot read in place
+/// (model-parallel pieces, strided or compressed storages): the elements at `cols`, into `dst`.
 fn gather_pieces(
     pieces: &[Piece<'_>],
     width: usize,
     es: usize,
     local: usize,
     cols: &[usize],
-    scratch: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-) -> Result<(), FormatError> {
+    dst: &mut [u8],
+) {
     let in_row: Vec<&Piece<'_>> = pieces
         .iter()
         .filter(|p| (p.row0..p.row0 + p.rows).contains(&local))
         .collect();
-    if let [p] = in_row.as_slice() {
-        if p.col0 == 0 && p.cols == width {
-            let (base, stride) = row_base(p, local - p.row0);
-            if let (Some((store, storage)), 1, Some(&first), Some(&last)) =
-                (p.in_file, stride, cols.iter().min(), cols.iter().max())
-            {
-                // The span from the lowest to the highest selected column, in one read.
-                scratch.resize((last + 1 - first) * es, 0);
-                store.read_storage_at(storage, ((base + first) * es) as u64, scratch)?;
-                let start = out.len();
-                out.resize(start + cols.len() * es, 0);
-                let dst = &mut out[start..];
-                match es {
-                    2 => pick::<2>(scratch, first, cols, dst),
-                    4 => pick::<4>(scratch, first, cols, dst),
-                    8 => pick::<8>(scratch, first, cols, dst),
-                    _ => pick::<1>(scratch, first, cols, dst),
-                }
-                return Ok(());
-            }
-            let data = &p.view.storage[..];
-            for &c in cols {
-                let at = (base + c * stride) * es;
-                out.extend_from_slice(&data[at..at + es]);
-            }
-            return Ok(());
-        }
-    }
-    for &c in cols {
-        let p = in_row
-            .iter()
-            .find(|p| (p.col0..p.col0 + p.cols).contains(&c))
-            .expect("pieces tile the matrix (checked when built)");
+    for (&c, d) in cols.iter().zip(dst.chunks_exact_mut(es)) {
+        let p = match in_row.as_slice() {
+            [p] if p.col0 == 0 && p.cols == width => p,
+            _ => in_row
+                .iter()
+                .find(|p| (p.col0..p.col0 + p.cols).contains(&c))
+                .expect("pieces tile the matrix (checked when built)"),
+        };
         let (base, stride) = row_base(p, local - p.row0);
         let at = (base + (c - p.col0) * stride) * es;
-        out.extend_from_slice(&p.view.storage[at..at + es]);
+        d.copy_from_slice(&p.view.storage[at..at + es]);
     }
-    Ok(())
 }
 
 /// Copies the `N`-byte elements `cols` of `src` (which starts at column `first`) into `dst`;
@@ -250,14 +299,15 @@ fn pick<const N: usize>(src: &[u8], first: usize, cols: &[usize], dst: &mut [u8]
     }
 }
 
-/// Appends `v` as one element of `dtype`, rounding to nearest even as torch's casts do. GGUF
-/// rows are decoded to f32 and gathered in the output's dtype, so each value is rounded once.
-fn push_as(dtype: DType, v: f32, out: &mut Vec<u8>) {
+/// Writes `v` as one element of `dtype` into `dst`, rounding to nearest even as torch's casts
+/// do. GGUF rows are decoded to f32 and gathered in the output's dtype, so each value is rounded
+/// once.
+fn store_as(dtype: DType, v: f32, dst: &mut [u8]) {
     match dtype {
-        DType::F32 => out.extend_from_slice(&v.to_le_bytes()),
-        DType::F16 => out.extend_from_slice(&f16::from_f32(v).to_le_bytes()),
-        DType::BF16 => out.extend_from_slice(&bf16::from_f32(v).to_le_bytes()),
-        DType::F64 => out.extend_from_slice(&(v as f64).to_le_bytes()),
+        DType::F32 => dst.copy_from_slice(&v.to_le_bytes()),
+        DType::F16 => dst.copy_from_slice(&f16::from_f32(v).to_le_bytes()),
+        DType::BF16 => dst.copy_from_slice(&bf16::from_f32(v).to_le_bytes()),
+        DType::F64 => dst.copy_from_slice(&(v as f64).to_le_bytes()),
         _ => unreachable!("GGUF teachers have a float dtype (checked when opened)"),
     }
 }

@@ -202,43 +202,55 @@ fn key(t: usize, s: usize) -> String {
     format!("{t}->{s}")
 }
 
-/// The selected elements of one student tensor, in the teacher's dtype. Teacher pages touched are
-/// released right after, so resident memory does not grow with the teacher's size.
+/// The selected elements of one student tensor, in the teacher's gather dtype, into `buf`
+/// (resized to fit; its old contents are all overwritten, so a buffer is reused without being
+/// cleared). Teacher pages touched are released right after, so resident memory does not grow
+/// with the teacher's size.
 fn gather(
     teacher: &TeacherCheckpoint,
     p: &Planned,
     index_sets: &BTreeMap<String, Vec<usize>>,
     tc: &TeacherConfig,
     dim: usize,
-) -> Result<Vec<u8>> {
+    buf: &mut Vec<u8>,
+) -> Result<()> {
     let idx = |t: usize, s: usize| &index_sets[&key(t, s)];
     let rows = idx(p.dims[0].0, p.dims[0].1);
     let cols: Vec<usize> = p.dims.get(1).map_or(vec![0], |&(t, s)| idx(t, s).clone());
+    let row_bytes = cols.len() * teacher.gather_dtype().size();
     let qkv = [Weight::Q, Weight::K, Weight::V];
-    let (bytes, used): (Vec<u8>, &[Weight]) = match &p.source {
-        Source::Single(weight) => (
-            teacher.matrix(p.layer, *weight)?.gather(rows, &cols)?,
-            std::slice::from_ref(weight),
-        ),
-        Source::StackedQkv => (teacher.stacked(p.layer, &qkv)?.gather(rows, &cols)?, &qkv),
+    let used: &[Weight] = match &p.source {
+        Source::Single(weight) => {
+            buf.resize(rows.len() * row_bytes, 0);
+            teacher.matrix(p.layer, *weight)?.gather(rows, &cols, buf)?;
+            std::slice::from_ref(weight)
+        }
+        Source::StackedQkv => {
+            buf.resize(rows.len() * row_bytes, 0);
+            teacher.stacked(p.layer, &qkv)?.gather(rows, &cols, buf)?;
+            &qkv
+        }
         Source::SeparateQkv => {
-            let mut b = teacher
+            let (q_rows, kv_rows) = (idx(tc.hidden, dim), idx(tc.kv_dim, dim));
+            buf.resize((q_rows.len() + 2 * kv_rows.len()) * row_bytes, 0);
+            let (q, kv) = buf.split_at_mut(q_rows.len() * row_bytes);
+            let (k, v) = kv.split_at_mut(kv_rows.len() * row_bytes);
+            teacher
                 .matrix(p.layer, Weight::Q)?
-                .gather(idx(tc.hidden, dim), &cols)?;
-            for weight in [Weight::K, Weight::V] {
-                b.extend(
-                    teacher
-                        .matrix(p.layer, weight)?
-                        .gather(idx(tc.kv_dim, dim), &cols)?,
-                );
-            }
-            (b, &qkv)
+                .gather(q_rows, &cols, q)?;
+            teacher
+                .matrix(p.layer, Weight::K)?
+                .gather(kv_rows, &cols, k)?;
+            teacher
+                .matrix(p.layer, Weight::V)?
+                .gather(kv_rows, &cols, v)?;
+            &qkv
         }
     };
     for &weight in used {
         teacher.release(p.layer, weight);
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Selects the student's weights from the teacher and writes them.
@@ -368,29 +380,41 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
     let mut file = AtomicFile::create(&output, &policy)?;
 
     // One thread gathers the tensors, in the order the writer takes them, while this one writes:
-    // reading the teacher's rows and writing the output overlap. The channel holds one tensor,
-    // so at most three are in memory (being gathered, waiting, being written).
+    // reading the teacher's rows and writing the output overlap. The channel holds none, so at
+    // most two tensors are in memory (one being gathered, one being written).
     let order = opts.format.data_order(
         &planned
             .iter()
             .map(|p| (p.name.as_str(), out_dtype))
             .collect::<Vec<_>>(),
     );
-    let produce = |i: usize| -> std::result::Result<Vec<u8>, FormatError> {
-        let bytes = gather(&teacher, &planned[i], &index_sets, &tc, opts.student.dim)
-            .map_err(|e| FormatError::Invalid(e.to_string()))?;
+    // Gathers tensor `i` into `buf` and returns the bytes to write: `buf` itself, or its cast.
+    let produce = |i: usize, mut buf: Vec<u8>| -> std::result::Result<Vec<u8>, FormatError> {
+        gather(
+            &teacher,
+            &planned[i],
+            &index_sets,
+            &tc,
+            opts.student.dim,
+            &mut buf,
+        )
+        .map_err(|e| FormatError::Invalid(e.to_string()))?;
         if out_dtype == teacher.gather_dtype() {
-            Ok(bytes)
+            Ok(buf)
         } else {
-            cast_bytes(teacher.gather_dtype(), out_dtype, &bytes)
+            cast_bytes(teacher.gather_dtype(), out_dtype, &buf)
         }
     };
     let bytes = std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel(0);
+        // Written tensors' buffers go back to the gathering thread, which reuses them: two
+        // buffers serve the whole selection, with no fresh (zeroed, page-faulted) memory per
+        // tensor.
+        let (spent_tx, spent_rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let order = &order;
         scope.spawn(move || {
             for &i in order {
-                let r = produce(i);
+                let r = produce(i, spent_rx.try_recv().unwrap_or_default());
                 let failed = r.is_err();
                 // A closed channel means the writer stopped (its error is reported there).
                 if tx.send((i, r)).is_err() || failed {
@@ -402,26 +426,31 @@ pub fn select(opts: &SelectOptions, progress: &dyn Progress) -> Result<SelectRep
         let tensors: Vec<OutTensor<'_>> = planned
             .iter()
             .enumerate()
-            .map(|(i, p)| OutTensor {
-                name: p.name.clone(),
-                dtype: out_dtype,
-                shape: p.shape.clone(),
-                nbytes: p.shape.iter().product::<usize>() as u64 * out_dtype.size() as u64,
-                write: Box::new(move |w: &mut dyn Write, out: &std::path::Path| {
-                    let (got, bytes) = rx
-                        .recv()
-                        .map_err(|_| FormatError::Invalid("the gathering thread stopped".into()))?;
-                    if got != i {
-                        return Err(FormatError::Invalid(format!(
-                            "tensor {} asked for out of the planned order",
-                            p.name
-                        )));
-                    }
-                    let bytes = bytes?;
-                    w.write_all(&bytes).map_err(|e| FormatError::io(out, e))?;
-                    progress.advance(bytes.len() as u64);
-                    Ok(())
-                }),
+            .map(|(i, p)| {
+                let spent_tx = spent_tx.clone();
+                OutTensor {
+                    name: p.name.clone(),
+                    dtype: out_dtype,
+                    shape: p.shape.clone(),
+                    nbytes: p.shape.iter().product::<usize>() as u64 * out_dtype.size() as u64,
+                    write: Box::new(move |w: &mut dyn Write, out: &std::path::Path| {
+                        let (got, bytes) = rx.recv().map_err(|_| {
+                            FormatError::Invalid("the gathering thread stopped".into())
+                        })?;
+                        if got != i {
+                            return Err(FormatError::Invalid(format!(
+                                "tensor {} asked for out of the planned order",
+                                p.name
+                            )));
+                        }
+                        let bytes = bytes?;
+                        w.write_all(&bytes).map_err(|e| FormatError::io(out, e))?;
+                        progress.advance(bytes.len() as u64);
+                        // The gathering thread may have finished; the buffer is then dropped.
+                        let _ = spent_tx.send(bytes);
+                        Ok(())
+                    }),
+                }
             })
             .collect();
         write_file(
