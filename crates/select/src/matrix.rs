@@ -58,12 +58,22 @@ fn hf_to_meta_row(row: usize, head_dim: usize) -> usize {
 /// Fewer rows than this are gathered on the calling thread alone.
 const ROWS_PER_THREAD: usize = 32;
 
+/// Rows a gathering thread takes at a time (see [`Work`]).
+const ROWS_PER_BLOCK: usize = 16;
+
 /// Rows sampled to decide whether a gather needs read-ahead hints (see [`Matrix::prefetch`]).
 const RESIDENCY_PROBES: usize = 16;
 
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+/// The most threads one gather uses. Each keeps up to two [`MapWindow`] chunks (4 MiB) of the
+/// teacher mapped, and past a few threads the rows come no faster: reading them is bound by
+/// memory bandwidth, not by cores.
+const MAX_GATHER_THREADS: usize = 4;
+
+fn gather_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_GATHER_THREADS))
+    })
 }
 
 /// A selected row stored whole in one uncompressed piece: the bytes from its first to its last
@@ -90,20 +100,36 @@ impl Matrix<'_> {
         let row_bytes = cols.len() * self.dtype.size();
         assert_eq!(out.len(), rows.len() * row_bytes, "gather: output size");
         let mode = self.prefetch(rows, cols);
-        let threads = cores().min(rows.len() / ROWS_PER_THREAD).max(1);
+        let threads = gather_threads().min(rows.len() / ROWS_PER_THREAD).max(1);
         if threads == 1 || row_bytes == 0 {
-            return self.gather_rows(rows, cols, out, mode);
+            return self.gather_rows(rows, cols, out, mode, &mut MapWindow::default());
         }
-        let per_thread = rows.len().div_ceil(threads);
+        let blocks: Vec<_> = rows
+            .chunks(ROWS_PER_BLOCK)
+            .zip(out.chunks_mut(ROWS_PER_BLOCK * row_bytes))
+            .map(Some)
+            .collect();
+        let per_thread = blocks.len().div_ceil(threads);
+        let runs = (0..threads)
+            .map(|t| (t * per_thread).min(blocks.len())..((t + 1) * per_thread).min(blocks.len()))
+            .collect();
+        let work = std::sync::Mutex::new(Work { runs, blocks });
+        let work = &work;
+        let worker = move |me: usize| -> Result<(), FormatError> {
+            let mut window = MapWindow::default();
+            while let Some((part, dst)) = Work::next(work, me) {
+                self.gather_rows(part, cols, dst, mode, &mut window)?;
+            }
+            Ok(())
+        };
         std::thread::scope(|s| {
-            let handles: Vec<_> = rows
-                .chunks(per_thread)
-                .zip(out.chunks_mut(per_thread * row_bytes))
-                .map(|(part, dst)| s.spawn(move || self.gather_rows(part, cols, dst, mode)))
-                .collect();
-            handles
+            let helpers: Vec<_> = (1..threads).map(|me| s.spawn(move || worker(me))).collect();
+            let mine = worker(0);
+            helpers
                 .into_iter()
-                .try_for_each(|h| h.join().expect("a gathering thread panicked"))
+                .map(|h| h.join().expect("a gathering thread panicked"))
+                .chain([mine])
+                .collect()
         })
     }
 
@@ -161,27 +187,24 @@ impl Matrix<'_> {
     }
 
     /// Rows `rows` into `dst`, `cols.len()` elements each.
-    fn gather_rows(
-        &self,
+    fn gather_rows<'a>(
+        &'a self,
         rows: &[usize],
         cols: &[usize],
         dst: &mut [u8],
         mode: MapMode,
+        window: &mut MapWindow<'a>,
     ) -> Result<(), FormatError> {
         let es = self.dtype.size();
         let mut raw = Vec::new();
         let mut row_f32 = Vec::new();
-        let mut window = MapWindow::default();
         // The GGUF row in `raw`/`row_f32` (file offset of its tensor, row), read once for all
         // the elements a vector gives.
         let mut loaded: Option<(u64, usize)> = None;
         let span = column_span(cols);
         for (&r, dst) in rows.iter().zip(dst.chunks_exact_mut(cols.len() * es)) {
             if let Some(m) = self.mapped_row(r, span) {
-                let Some(src) = m
-                    .store
-                    .read_mapped(&mut window, m.storage, m.at, m.len, mode)
-                else {
+                let Some(src) = m.store.read_mapped(window, m.storage, m.at, m.len, mode) else {
                     return Err(FormatError::Invalid(format!(
                         "{}: a row lies outside the file",
                         m.storage.key
@@ -241,6 +264,28 @@ impl Matrix<'_> {
             r -= b.rows;
         }
         panic!("row {r} beyond the matrix");
+    }
+}
+
+/// The blocks of rows a gather still has to do, shared by its threads. Each thread owns a run
+/// of consecutive blocks and takes them front to back; once its run is done it takes blocks
+/// from the back of the longest run left. Every thread thus reads through the teacher in order
+/// (its [`MapWindow`] moves on smoothly), and none sits idle while another still has rows: the
+/// threads share the cores with the writer, which slows one of them at a time.
+struct Work<'r, 'o> {
+    runs: Vec<std::ops::Range<usize>>,
+    /// Each block's rows and its part of the output, taken once.
+    blocks: Vec<Option<(&'r [usize], &'o mut [u8])>>,
+}
+
+impl<'r, 'o> Work<'r, 'o> {
+    fn next(work: &std::sync::Mutex<Self>, me: usize) -> Option<(&'r [usize], &'o mut [u8])> {
+        let mut w = work.lock().unwrap_or_else(|e| e.into_inner());
+        let block = match w.runs[me].next() {
+            Some(b) => b,
+            None => w.runs.iter_mut().max_by_key(|r| r.len())?.next_back()?,
+        };
+        w.blocks[block].take()
     }
 }
 
@@ -325,6 +370,40 @@ fn row_base(p: &Piece<'_>, row: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_take_their_own_blocks_in_order_then_the_back_of_the_longest_run() {
+        let rows: Vec<usize> = (0..10).collect();
+        let mut out = vec![0u8; 10];
+        let blocks = rows.chunks(1).zip(out.chunks_mut(1)).map(Some).collect();
+        let work = std::sync::Mutex::new(Work {
+            runs: vec![0..2, 2..6, 6..10],
+            blocks,
+        });
+        let take = |me| Work::next(&work, me).map(|(rows, _)| rows[0]);
+        assert_eq!(
+            take(1),
+            Some(2),
+            "a thread starts at the front of its own run"
+        );
+        assert_eq!(take(0), Some(0));
+        assert_eq!(take(0), Some(1));
+        // Thread 0's run is done: it takes from the back of the longest run left (thread 2's).
+        assert_eq!(take(0), Some(9));
+        assert_eq!(take(2), Some(6));
+        assert_eq!(
+            take(0),
+            Some(5),
+            "thread 1's run (3 left) is now the longest"
+        );
+        let rest: Vec<usize> = std::iter::from_fn(|| take(1)).collect();
+        assert_eq!(
+            rest,
+            vec![3, 4, 8, 7],
+            "every block is handed out exactly once"
+        );
+        assert_eq!(take(2), None);
+    }
 
     #[test]
     fn meta_row_order_matches_the_hf_permutation() {
