@@ -374,7 +374,7 @@ mod tests {
     #[test]
     fn threads_take_their_own_blocks_in_order_then_the_back_of_the_longest_run() {
         let rows: Vec<usize> = (0..10).collect();
-        let mut out = vec![0u8; 10];
+        let mut out = [0u8; 10];
         let blocks = rows.chunks(1).zip(out.chunks_mut(1)).map(Some).collect();
         let work = std::sync::Mutex::new(Work {
             runs: vec![0..2, 2..6, 6..10],
