@@ -82,6 +82,10 @@ fn write_teacher(dir: &Path) {
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
 }
 
+/// A student tensor, the teacher tensors stacked into it (name, rows), its selected rows of the
+/// stack and its selected columns.
+type Case = (String, Vec<(String, usize)>, Vec<usize>, Vec<usize>);
+
 #[test]
 fn rows_gathered_by_several_threads_are_the_selected_elements() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,12 +119,11 @@ fn rows_gathered_by_several_threads_are_the_selected_elements() {
     for l in 0..LAYERS {
         let p = format!("model.layers.{l}");
         let at = |name: &str| format!("{p}.{name}");
-        // (student tensor, [(teacher tensor, its rows)] stacked, selected rows, selected cols)
         let qkv: Vec<(String, usize)> = ["q", "k", "v"]
             .iter()
             .map(|w| (at(&format!("self_attn.{w}_proj.weight")), h))
             .collect();
-        let cases: Vec<(String, Vec<(String, usize)>, Vec<usize>, Vec<usize>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 format!("blocks.{l}.attn.qkv.weight"),
                 qkv,
