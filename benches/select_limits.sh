@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # select from a full-size Hugging Face LLaMA teacher at its physical limits, one run:
-#   warm   select per process (RUNS runs after a warm-up; wall time and peak RSS of each)
+#   warm   select per process (RUNS runs after a warm-up; wall time and peak RSS of each), each
+#          writing a new output file; then one run replacing the existing output (--force)
 #   cold   select with the page cache dropped first (needs root: /proc/sys/vm/drop_caches)
 #   dd     reading, cold, with dd: (a) the byte spans of the teacher tensors the selection reads
 #          (each tensor whole, merged per file), (b) as many bytes as the selection asks for
@@ -50,9 +51,14 @@ PY
 )
 echo "select $TEACHER -> $STUDENT ($depth layers), $BIN"
 echo "label      wall         peak RSS"
+# Each warm run writes a new file (the previous output is deleted first, untimed); one more run
+# replaces an existing output (`--force`), which adds what the file system takes to free it.
 for i in $(seq "$RUNS"); do
-  run "warm-$i" "$BIN" select --from "$TEACHER" --to "$STUDENT" -o "$OUT" --force
+  rm -f "$OUT"; sync
+  run "warm-$i" "$BIN" select --from "$TEACHER" --to "$STUDENT" -o "$OUT"
 done
+sync
+run replace "$BIN" select --from "$TEACHER" --to "$STUDENT" -o "$OUT" --force
 size=$(stat -c %s "$OUT")
 for i in 1 2; do
   rm -f "$WORK/ddw"; sync
