@@ -149,10 +149,14 @@ impl<'a> MapWindow<'a> {
         mode: MapMode,
     ) -> Option<&'a [u8]> {
         let end = start.checked_add(len).filter(|&e| e <= src.len())?;
-        let lo = start - start % MAP_CHUNK;
-        let hi = end
+        // Chunks are aligned in memory, where huge pages are, not in the file (the kernel
+        // usually places a large mapping on a huge page boundary, so the two agree).
+        let skew = src.map.as_ptr() as u64 % MAP_CHUNK;
+        let lo = (start + skew - (start + skew) % MAP_CHUNK).saturating_sub(skew);
+        let hi = (end + skew)
             .div_ceil(MAP_CHUNK)
             .saturating_mul(MAP_CHUNK)
+            .saturating_sub(skew)
             .min(src.len());
         match self.open {
             Some((f, open_lo, open_hi)) if std::ptr::eq(f, src) && lo < open_hi && open_lo < hi => {
@@ -432,7 +436,12 @@ mod tests {
                 hi - lo <= 2 * MAP_CHUNK,
                 "window {lo}..{hi} spans more than two chunks"
             );
-            assert!(lo % MAP_CHUNK == 0 && (hi % MAP_CHUNK == 0 || hi == len as u64));
+            let base = src.map.as_ptr() as u64;
+            assert!(
+                lo == 0 || (base + lo) % MAP_CHUNK == 0,
+                "chunks start on huge pages"
+            );
+            assert!(hi == len as u64 || (base + hi) % MAP_CHUNK == 0);
         }
     }
 
