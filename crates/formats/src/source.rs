@@ -58,41 +58,67 @@ impl SourceFile {
 
     /// Maps `[start, start + len)` into our page tables now, in one call
     /// (`MADV_POPULATE_READ`, Linux 5.14 and later) rather than a page fault per folio as the
-    /// bytes are touched. A hint: where the kernel lacks it, touching the bytes faults them in.
-    pub fn populate(&self, start: u64, len: u64) {
+    /// bytes are touched. A kernel without it is no error (touching the bytes faults them in);
+    /// bytes that cannot be read, as when the file was shortened after it was opened, are one,
+    /// naming the file, where touching them would kill the process with SIGBUS.
+    pub fn populate(&self, start: u64, len: u64) -> Result<()> {
         if len == 0 || start >= self.len() {
-            return;
+            return Ok(());
         }
         let len = len.min(self.len() - start);
         #[cfg(target_os = "linux")]
-        let _ = self
-            .map
-            .advise_range(memmap2::Advice::PopulateRead, start as usize, len as usize);
+        if let Err(e) =
+            self.map
+                .advise_range(memmap2::Advice::PopulateRead, start as usize, len as usize)
+        {
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                return Err(FormatError::corrupt(
+                    &self.path,
+                    format!(
+                        "bytes {start}..{} cannot be read ({e}): was the file changed while it was read?",
+                        start + len
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
-    /// Whether every page of `[start, start + len)` is in the page cache (`mincore`); `None`
-    /// where the system cannot say. Linux answers only for files the caller owns or may write,
-    /// and reports the others' pages as absent.
+    /// Whether bytes `[start, start + len)` are in the page cache, as far as reading at most
+    /// [`RESIDENCY_PROBE`] bytes of them with `preadv2(RWF_NOWAIT)` (which returns only what is
+    /// cached) tells. `None` where the system cannot say. (`mincore` cannot serve: for a file
+    /// the caller may not write, Linux reports every page as cached.)
     pub fn resident(&self, start: u64, len: u64) -> Option<bool> {
         if len == 0 || start.checked_add(len)? > self.len() {
             return None;
         }
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let page = u64::try_from(page).ok().filter(|p| p.is_power_of_two())?;
-        let first = start - start % page;
-        let span = start + len - first;
-        let mut flags = vec![0u8; span.div_ceil(page) as usize];
-        // SAFETY: the range lies inside our mapping (checked above; the mapping starts on a page
-        // boundary, so `first` is one too), and `flags` holds one byte per page of it.
-        let r = unsafe {
-            libc::mincore(
-                self.map.as_ptr().add(first as usize) as *mut libc::c_void,
-                span as usize,
-                flags.as_mut_ptr() as _,
-            )
-        };
-        (r == 0).then(|| flags.iter().all(|f| f & 1 == 1))
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            use std::os::fd::AsRawFd;
+            let mut buf = vec![0u8; len.min(RESIDENCY_PROBE) as usize];
+            let iov = libc::iovec {
+                iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+                iov_len: buf.len(),
+            };
+            // SAFETY: one iovec describing `buf`, which outlives the call; a plain read of a
+            // descriptor this file owns.
+            let n = unsafe {
+                libc::preadv2(
+                    self.file.as_raw_fd(),
+                    &iov,
+                    1,
+                    libc::off_t::try_from(start).ok()?,
+                    libc::RWF_NOWAIT,
+                )
+            };
+            if n < 0 {
+                let again = std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
+                return again.then_some(false);
+            }
+            Some(n as usize == buf.len())
+        }
+        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        None
     }
 
     /// Drops our mapping of `[start, start + len)` from the resident set (the page cache keeps
@@ -118,6 +144,10 @@ impl SourceFile {
 /// folios this large are mapped by one page-table entry, and giving back only part of one would
 /// split it (a TLB flush on every core running this process).
 const MAP_CHUNK: u64 = 2 << 20;
+
+/// At most this many bytes of a range are read to tell whether it is cached
+/// ([`SourceFile::resident`]).
+const RESIDENCY_PROBE: u64 = 64 << 10;
 
 /// How a [`MapWindow`] maps the bytes it is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,8 +177,19 @@ impl<'a> MapWindow<'a> {
         start: u64,
         len: u64,
         mode: MapMode,
-    ) -> Option<&'a [u8]> {
-        let end = start.checked_add(len).filter(|&e| e <= src.len())?;
+    ) -> Result<&'a [u8]> {
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= src.len())
+            .ok_or_else(|| {
+                FormatError::corrupt(
+                    &src.path,
+                    format!(
+                        "{len} bytes at {start} lie beyond the end of the file ({} bytes)",
+                        src.len()
+                    ),
+                )
+            })?;
         // Chunks are aligned in memory, where huge pages are, not in the file (the kernel
         // usually places a large mapping on a huge page boundary, so the two agree).
         let skew = src.map.as_ptr() as u64 % MAP_CHUNK;
@@ -158,36 +199,31 @@ impl<'a> MapWindow<'a> {
             .saturating_mul(MAP_CHUNK)
             .saturating_sub(skew)
             .min(src.len());
+        // What of `lo..hi` is newly mapped (in whole-chunk mode).
+        let mut new = vec![(lo, hi)];
         match self.open {
             Some((f, open_lo, open_hi)) if std::ptr::eq(f, src) && lo < open_hi && open_lo < hi => {
-                // Give back what lies outside the new span; map what is new in it.
+                // Give back what lies outside the new span; map only what is new in it.
                 if open_lo < lo {
                     src.release(open_lo, lo - open_lo);
                 }
                 if hi < open_hi {
                     src.release(hi, open_hi - hi);
                 }
-                if mode == MapMode::WholeChunks {
-                    if lo < open_lo {
-                        src.populate(lo, open_lo - lo);
-                    }
-                    if open_hi < hi {
-                        src.populate(open_hi, hi - open_hi);
-                    }
-                }
+                new = vec![(lo, open_lo.max(lo)), (open_hi.min(hi), hi)];
             }
-            _ => {
-                self.close();
-                if mode == MapMode::WholeChunks {
-                    src.populate(lo, hi - lo);
-                }
-            }
-        }
-        if mode == MapMode::Exact {
-            src.populate(start, len);
+            _ => self.close(),
         }
         self.open = Some((src, lo, hi));
-        Some(&src.map[start as usize..end as usize])
+        match mode {
+            MapMode::WholeChunks => {
+                for (a, b) in new.into_iter().filter(|(a, b)| a < b) {
+                    src.populate(a, b - a)?;
+                }
+            }
+            MapMode::Exact => src.populate(start, len)?,
+        }
+        Ok(&src.map[start as usize..end as usize])
     }
 
     /// Gives back everything mapped.
@@ -449,9 +485,51 @@ mod tests {
     fn map_window_refuses_ranges_outside_the_file() {
         let (_f, src) = patterned(10_000);
         let mut w = MapWindow::default();
-        assert!(w.read(&src, 9_990, 11, MapMode::WholeChunks).is_none());
-        assert!(w.read(&src, u64::MAX - 2, 5, MapMode::Exact).is_none());
+        assert!(w.read(&src, 9_990, 11, MapMode::WholeChunks).is_err());
+        assert!(w.read(&src, u64::MAX - 2, 5, MapMode::Exact).is_err());
         assert_eq!(w.read(&src, 9_990, 10, MapMode::Exact).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn a_file_shortened_after_it_was_opened_is_an_error_naming_it() {
+        let (f, src) = patterned(3 * MAP_CHUNK as usize);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(f.path())
+            .unwrap()
+            .set_len(MAP_CHUNK)
+            .unwrap();
+        for mode in [MapMode::Exact, MapMode::WholeChunks] {
+            let mut w = MapWindow::default();
+            // Within the length seen when opened, beyond the file's end now: touching these
+            // bytes would raise SIGBUS, so the read must fail first.
+            let err = w
+                .read(&src, 2 * MAP_CHUNK + 100, 5_000, mode)
+                .map(|_| ())
+                .expect_err("the bytes are gone");
+            let msg = err.to_string();
+            assert!(msg.contains(&f.path().display().to_string()), "{msg}");
+            assert!(msg.contains("cannot be read"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn residency_of_a_file_evicted_from_the_page_cache() {
+        let (f, src) = patterned(256 << 10);
+        std::fs::File::open(f.path()).unwrap().sync_all().unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain system call on a descriptor we own.
+        unsafe { libc::posix_fadvise(src.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        // Evicted (clean and not mapped, so the kernel drops it); where the system cannot
+        // say, `None`.
+        assert_ne!(src.resident(0, 256 << 10), Some(true));
+        let mut sink = vec![0u8; 256 << 10];
+        src.read_at(0, &mut sink).unwrap();
+        assert_ne!(
+            src.resident(0, 256 << 10),
+            Some(false),
+            "read again, so cached"
+        );
     }
 
     #[test]

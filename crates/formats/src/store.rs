@@ -477,8 +477,8 @@ impl TensorStore {
     }
 
     /// Bytes `at..at + len` of a storage stored in place, read through the memory map (no copy)
-    /// and kept mapped by `window` until it moves on (see [`MapWindow`]). `None` for storages
-    /// not stored in place, or a range outside the storage.
+    /// and kept mapped by `window` until it moves on (see [`MapWindow`]). An error for storages
+    /// not stored in place, a range outside the storage, or bytes that cannot be read.
     pub fn read_mapped<'a>(
         &'a self,
         window: &mut MapWindow<'a>,
@@ -486,14 +486,32 @@ impl TensorStore {
         at: u64,
         len: u64,
         mode: MapMode,
-    ) -> Option<&'a [u8]> {
-        let end = at.checked_add(len).filter(|&e| e <= s.nbytes)?;
-        window.read(&self.files[s.file], s.file_offset()? + at, end - at, mode)
+    ) -> Result<&'a [u8]> {
+        let src = &self.files[s.file];
+        let start = s.file_offset().ok_or_else(|| {
+            FormatError::Invalid(format!(
+                "{}: {} is compressed, not readable in place",
+                src.path.display(),
+                s.key
+            ))
+        })?;
+        if at.checked_add(len).is_none_or(|e| e > s.nbytes) {
+            return Err(FormatError::corrupt(
+                &src.path,
+                format!(
+                    "{}: {len} bytes at {at} lie outside its {} bytes",
+                    s.key, s.nbytes
+                ),
+            ));
+        }
+        window.read(src, start + at, len, mode)
     }
 
-    /// Whether bytes `at..at + len` of a storage stored in place are all in the page cache;
-    /// `None` when the storage is compressed or the system cannot say.
+    /// Whether bytes `at..at + len` of a storage stored in place are in the page cache (see
+    /// [`SourceFile::resident`]); `None` when the storage is compressed, the range lies outside
+    /// it, or the system cannot say.
     pub fn storage_resident(&self, s: &Storage, at: u64, len: u64) -> Option<bool> {
+        at.checked_add(len).filter(|&e| e <= s.nbytes)?;
         self.files[s.file].resident(s.file_offset()? + at, len)
     }
 

@@ -1,9 +1,10 @@
 //! A teacher weight as one logical matrix, however it is stored: a single tensor, row blocks
 //! stacked (q/k/v), model-parallel pieces (Meta shards), rows in Meta's interleaved-RoPE order.
 //! GGUF tensors (possibly block-quantised) as rows read one at a time.
-//! Gathering reads only the selected rows, in place through the memory map: each thread keeps
-//! only the few megabytes around its current row mapped (see [`MapWindow`]), so the resident set
-//! stays flat however large the teacher is.
+//! Gathering reads only the selected rows. Whole rows stored in place are read through the
+//! memory map, each thread keeping only the few megabytes around its current row mapped (see
+//! [`MapWindow`]). Rows split over model-parallel pieces and strided views are read through the
+//! map too, and stay mapped until the caller releases the teacher weight (one weight at most).
 
 use half::{bf16, f16};
 use illama_formats::gguf::{GgufFile, GgufTensor};
@@ -101,7 +102,10 @@ impl Matrix<'_> {
         assert_eq!(out.len(), rows.len() * row_bytes, "gather: output size");
         let mode = self.prefetch(rows, cols);
         let threads = gather_threads().min(rows.len() / ROWS_PER_THREAD).max(1);
-        if threads == 1 || row_bytes == 0 {
+        if out.is_empty() {
+            return Ok(());
+        }
+        if threads == 1 {
             return self.gather_rows(rows, cols, out, mode, &mut MapWindow::default());
         }
         let blocks: Vec<_> = rows
@@ -204,12 +208,7 @@ impl Matrix<'_> {
         let span = column_span(cols);
         for (&r, dst) in rows.iter().zip(dst.chunks_exact_mut(cols.len() * es)) {
             if let Some(m) = self.mapped_row(r, span) {
-                let Some(src) = m.store.read_mapped(window, m.storage, m.at, m.len, mode) else {
-                    return Err(FormatError::Invalid(format!(
-                        "{}: a row lies outside the file",
-                        m.storage.key
-                    )));
-                };
+                let src = m.store.read_mapped(window, m.storage, m.at, m.len, mode)?;
                 let first = span.map_or(0, |(first, _)| first);
                 match es {
                     2 => pick::<2>(src, first, cols, dst),
@@ -285,7 +284,8 @@ impl<'r, 'o> Work<'r, 'o> {
             Some(b) => b,
             None => w.runs.iter_mut().max_by_key(|r| r.len())?.next_back()?,
         };
-        w.blocks[block].take()
+        let taken = w.blocks[block].take();
+        Some(taken.expect("runs do not overlap, so each block is taken once"))
     }
 }
 
