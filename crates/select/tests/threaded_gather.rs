@@ -1,7 +1,8 @@
 //! Selection from a teacher large enough that each matrix is gathered by several threads taking
-//! blocks of rows in turn: every output element must be the teacher element at the selected
-//! (row, column), whatever thread read it and in whatever order. Teacher values encode their own
-//! position, so the expected output is computed here without reading the teacher.
+//! blocks of rows in turn (one per CPU, at most 4: on a single CPU the same rows are gathered by
+//! one thread): every output element must be the teacher element at the selected (row, column),
+//! whatever thread read it and in whatever order. Teacher values encode their own position, so
+//! the expected output is computed here without reading the teacher.
 
 use illama_arch::IllamaConfig;
 use illama_formats::{DType, NoProgress, OutTensor, OutputPolicy, TargetFormat, TensorStore};
