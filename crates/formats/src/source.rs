@@ -199,8 +199,8 @@ impl<'a> MapWindow<'a> {
             .saturating_mul(MAP_CHUNK)
             .saturating_sub(skew)
             .min(src.len());
-        // What of `lo..hi` is newly mapped (in whole-chunk mode).
-        let mut new = vec![(lo, hi)];
+        // What of `lo..hi` is newly mapped (in whole-chunk mode); empty ranges are skipped.
+        let mut new = [(lo, hi), (hi, hi)];
         match self.open {
             Some((f, open_lo, open_hi)) if std::ptr::eq(f, src) && lo < open_hi && open_lo < hi => {
                 // Give back what lies outside the new span; map only what is new in it.
@@ -210,7 +210,7 @@ impl<'a> MapWindow<'a> {
                 if hi < open_hi {
                     src.release(hi, open_hi - hi);
                 }
-                new = vec![(lo, open_lo.max(lo)), (open_hi.min(hi), hi)];
+                new = [(lo, open_lo.max(lo)), (open_hi.min(hi), hi)];
             }
             _ => self.close(),
         }

@@ -100,13 +100,14 @@ impl Matrix<'_> {
     ) -> Result<(), FormatError> {
         let row_bytes = cols.len() * self.dtype.size();
         assert_eq!(out.len(), rows.len() * row_bytes, "gather: output size");
-        let mode = self.prefetch(rows, cols);
+        let span = column_span(cols);
+        let mode = self.prefetch(rows, span);
         let threads = gather_threads().min(rows.len() / ROWS_PER_THREAD).max(1);
         if out.is_empty() {
             return Ok(());
         }
         if threads == 1 {
-            return self.gather_rows(rows, cols, out, mode, &mut MapWindow::default());
+            return self.gather_rows(rows, cols, span, out, mode, &mut MapWindow::default());
         }
         let blocks: Vec<_> = rows
             .chunks(ROWS_PER_BLOCK)
@@ -122,7 +123,7 @@ impl Matrix<'_> {
         let worker = move |me: usize| -> Result<(), FormatError> {
             let mut window = MapWindow::default();
             while let Some((part, dst)) = Work::next(work, me) {
-                self.gather_rows(part, cols, dst, mode, &mut window)?;
+                self.gather_rows(part, cols, span, dst, mode, &mut window)?;
             }
             Ok(())
         };
@@ -170,31 +171,29 @@ impl Matrix<'_> {
     /// fault at a time. A few rows are probed first: when they are all cached, as they are when
     /// the teacher was read recently, no hint is sent (each costs a system call). Returns how
     /// to map the rows: whole chunks when cached, only the rows otherwise.
-    fn prefetch(&self, rows: &[usize], cols: &[usize]) -> MapMode {
-        let span = column_span(cols);
-        let spans: Vec<MappedRow<'_>> = rows
-            .iter()
-            .filter_map(|&r| self.mapped_row(r, span))
-            .collect();
-        let step = (spans.len() / RESIDENCY_PROBES).max(1);
-        let cached = spans
+    fn prefetch(&self, rows: &[usize], span: Option<(usize, usize)>) -> MapMode {
+        let step = (rows.len() / RESIDENCY_PROBES).max(1);
+        let cached = rows
             .iter()
             .step_by(step)
+            .filter_map(|&r| self.mapped_row(r, span))
             .all(|m| m.store.storage_resident(m.storage, m.at, m.len) == Some(true));
         if cached {
             return MapMode::WholeChunks;
         }
-        for m in &spans {
+        for m in rows.iter().filter_map(|&r| self.mapped_row(r, span)) {
             m.store.prefetch_storage_range(m.storage, m.at, m.len);
         }
         MapMode::Exact
     }
 
-    /// Rows `rows` into `dst`, `cols.len()` elements each.
+    /// Rows `rows` into `dst`, `cols.len()` elements each; `span` is `cols`' lowest and
+    /// highest.
     fn gather_rows<'a>(
         &'a self,
         rows: &[usize],
         cols: &[usize],
+        span: Option<(usize, usize)>,
         dst: &mut [u8],
         mode: MapMode,
         window: &mut MapWindow<'a>,
@@ -205,7 +204,6 @@ impl Matrix<'_> {
         // The GGUF row in `raw`/`row_f32` (file offset of its tensor, row), read once for all
         // the elements a vector gives.
         let mut loaded: Option<(u64, usize)> = None;
-        let span = column_span(cols);
         for (&r, dst) in rows.iter().zip(dst.chunks_exact_mut(cols.len() * es)) {
             if let Some(m) = self.mapped_row(r, span) {
                 let src = m.store.read_mapped(window, m.storage, m.at, m.len, mode)?;

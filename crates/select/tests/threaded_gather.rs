@@ -124,38 +124,26 @@ fn rows_gathered_by_several_threads_are_the_selected_elements() {
             .iter()
             .map(|w| (at(&format!("self_attn.{w}_proj.weight")), h))
             .collect();
-        let cases: Vec<Case> = vec![
-            (
-                format!("blocks.{l}.attn.qkv.weight"),
-                qkv,
-                idx(3 * h, 3 * d),
-                idx(h, d),
-            ),
-            (
-                format!("blocks.{l}.attn.proj.weight"),
-                vec![(at("self_attn.o_proj.weight"), h)],
-                idx(h, d),
-                idx(h, d),
-            ),
-            (
-                format!("blocks.{l}.mlp.fc1.weight"),
-                vec![(at("mlp.gate_proj.weight"), i)],
-                idx(i, mh),
-                idx(h, d),
-            ),
-            (
-                format!("blocks.{l}.mlp.fc3.weight"),
-                vec![(at("mlp.up_proj.weight"), i)],
-                idx(i, mh),
-                idx(h, d),
-            ),
-            (
-                format!("blocks.{l}.mlp.fc2.weight"),
-                vec![(at("mlp.down_proj.weight"), h)],
-                idx(h, d),
-                idx(i, mh),
-            ),
-        ];
+        let mut cases: Vec<Case> = vec![(
+            format!("blocks.{l}.attn.qkv.weight"),
+            qkv,
+            idx(3 * h, 3 * d),
+            idx(h, d),
+        )];
+        // (student tensor, teacher tensor, teacher rows, (rows, cols) as (teacher, student) sizes)
+        for (student, teacher, n, (rt, rs), (ct, cs)) in [
+            ("attn.proj", "self_attn.o_proj", h, (h, d), (h, d)),
+            ("mlp.fc1", "mlp.gate_proj", i, (i, mh), (h, d)),
+            ("mlp.fc3", "mlp.up_proj", i, (i, mh), (h, d)),
+            ("mlp.fc2", "mlp.down_proj", h, (h, d), (i, mh)),
+        ] {
+            cases.push((
+                format!("blocks.{l}.{student}.weight"),
+                vec![(at(&format!("{teacher}.weight")), n)],
+                idx(rt, rs),
+                idx(ct, cs),
+            ));
+        }
         for (name, sources, rows, cols) in cases {
             let t = store.get(&name).unwrap_or_else(|| panic!("{name} missing"));
             assert_eq!(t.shape, vec![rows.len(), cols.len()], "{name}");
